@@ -1,0 +1,374 @@
+//! Durable pull consumers with exactly-once effects.
+//!
+//! For each message: open a transaction, skip it if `(consumer, event_id)` is already in
+//! `processed_events`, else run the handler inside the transaction and record the event id in the
+//! same transaction, commit, and only then ack. A crash anywhere before the commit leaves nothing
+//! behind and the message is redelivered; a crash after the commit but before the ack makes the
+//! redelivery a no-op. Handler failures are classified: [`HandlerError::Transient`] → NAK with a
+//! growing delay (up to `max_deliver` attempts), [`HandlerError::Permanent`] (or too many attempts,
+//! or an undecodable payload) → the message is copied to the dead-letter stream with the reason,
+//! then terminated, and an error is logged. Nothing is dropped silently.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt as _;
+use sea_orm::entity::prelude::*;
+use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::stream::Bus;
+
+/// The `processed_events` table: which consumer handled which event.
+pub mod processed {
+    use super::*;
+
+    /// One handled event.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "processed_events")]
+    pub struct Model {
+        /// Durable consumer name.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub consumer: String,
+        /// Event id (`Nats-Msg-Id`).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub event_id: String,
+        /// When the effect committed.
+        pub processed_at: DateTimeUtc,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// A received event, as handlers see it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Event id (`Nats-Msg-Id`).
+    pub event_id: String,
+    /// Subject without the deployment prefix.
+    pub subject: String,
+    /// Encoded protobuf payload.
+    pub payload: Bytes,
+    /// Delivery attempt, from 1.
+    pub attempt: i64,
+    /// Stream sequence.
+    pub stream_sequence: u64,
+    /// Message headers.
+    pub headers: Option<HeaderMap>,
+}
+
+impl Delivery {
+    /// Decodes the payload; an undecodable payload is a permanent failure.
+    pub fn decode<M: prost::Message + Default>(&self) -> Result<M, HandlerError> {
+        M::decode(self.payload.as_ref()).map_err(|e| {
+            HandlerError::Permanent(anyhow::anyhow!("undecodable {} payload: {e}", self.subject))
+        })
+    }
+}
+
+/// How a handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// May succeed later (database busy, a service unreachable): redeliver after a delay.
+    #[error("transient: {0:#}")]
+    Transient(anyhow::Error),
+    /// Will never succeed (malformed payload, broken invariant): dead-letter it.
+    #[error("permanent: {0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl From<DbErr> for HandlerError {
+    fn from(e: DbErr) -> Self {
+        HandlerError::Transient(e.into())
+    }
+}
+
+/// Handles one event inside the consumer's transaction. The effect must be written through `txn`
+/// (or be idempotent by itself): it commits together with the processed-event row.
+pub trait Handler: Send + Sync + 'static {
+    /// Applies the event.
+    fn handle(
+        &self,
+        txn: &DatabaseTransaction,
+        delivery: &Delivery,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// A durable consumer's configuration.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// Durable name (one per consuming service; replicas share it and split the work).
+    pub durable: String,
+    /// Relative subjects it receives (see [`crate::subjects`]).
+    pub subjects: Vec<String>,
+    /// Attempts before a message is dead-lettered.
+    pub max_deliver: i64,
+    /// Delay before the n-th redelivery after a transient failure (the last one repeats).
+    pub backoff: Vec<Duration>,
+    /// How long the server waits for an ack before redelivering.
+    pub ack_wait: Duration,
+}
+
+impl ConsumerSpec {
+    /// A consumer named `durable` on `subjects`, with production defaults (10 attempts, backoff
+    /// 1 s, 5 s, 30 s, 2 min, 10 min).
+    pub fn new(durable: impl Into<String>, subjects: &[&str]) -> Self {
+        Self {
+            durable: durable.into(),
+            subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+            max_deliver: 10,
+            backoff: [1, 5, 30, 120, 600].map(Duration::from_secs).to_vec(),
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+
+    fn delay(&self, attempt: i64) -> Duration {
+        let i = usize::try_from(attempt.saturating_sub(1)).unwrap_or(0);
+        self.backoff
+            .get(i)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
+    }
+}
+
+/// What happened to one message (returned for tests and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The effect committed.
+    Handled,
+    /// Already handled before: acked without running the handler.
+    Duplicate,
+    /// Transient failure: will be redelivered.
+    Retried,
+    /// Sent to the dead-letter stream.
+    DeadLettered,
+}
+
+/// A running durable consumer.
+pub struct Consumer<H> {
+    db: DatabaseConnection,
+    bus: Bus,
+    spec: ConsumerSpec,
+    handler: H,
+}
+
+impl<H: Handler> Consumer<H> {
+    /// A consumer applying `handler` to the events of `spec`, recording them in `db`.
+    pub fn new(db: DatabaseConnection, bus: Bus, spec: ConsumerSpec, handler: H) -> Self {
+        Self {
+            db,
+            bus,
+            spec,
+            handler,
+        }
+    }
+
+    async fn pull_consumer(
+        &self,
+    ) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<pull::Config>> {
+        let stream = self
+            .bus
+            .jetstream
+            .get_stream(&self.bus.settings.stream)
+            .await?;
+        let config = pull::Config {
+            durable_name: Some(self.spec.durable.clone()),
+            filter_subjects: self
+                .spec
+                .subjects
+                .iter()
+                .map(|s| self.bus.subject(s))
+                .collect(),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: DeliverPolicy::All,
+            ack_wait: self.spec.ack_wait,
+            // The server stops redelivering one attempt after ours, so our own count decides.
+            max_deliver: self.spec.max_deliver + 1,
+            max_ack_pending: 1000,
+            ..Default::default()
+        };
+        let consumer = stream
+            .get_or_create_consumer(&self.spec.durable, config.clone())
+            .await?;
+        if consumer.cached_info().config.filter_subjects != config.filter_subjects {
+            stream.create_consumer(config).await?;
+        }
+        Ok(consumer)
+    }
+
+    /// Consumes until `shutdown`; reconnects after NATS errors.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            match self.consume(&shutdown).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(consumer = %self.spec.durable, error = %error, "consumer interrupted; resuming");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::info!(consumer = %self.spec.durable, "consumer stopped");
+    }
+
+    async fn consume(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let consumer = self.pull_consumer().await?;
+        let mut messages = consumer
+            .stream()
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await?;
+        tracing::info!(consumer = %self.spec.durable, "consuming");
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let Some(message) = next else {
+                anyhow::bail!("message stream ended");
+            };
+            let message = message?;
+            self.process(message).await?;
+        }
+    }
+
+    /// Handles one message end to end (transaction, ack, dead letter).
+    pub async fn process(
+        &self,
+        message: async_nats::jetstream::Message,
+    ) -> anyhow::Result<Outcome> {
+        let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (attempt, stream_sequence) = (info.delivered, info.stream_sequence);
+        let headers = message.headers.clone();
+        let event_id = headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_else(|| format!("seq-{stream_sequence}"));
+        let subject =
+            crate::subjects::relative(&self.bus.settings.subject_prefix, &message.subject)
+                .unwrap_or(&message.subject)
+                .to_owned();
+        let delivery = Delivery {
+            event_id,
+            subject,
+            payload: message.payload.clone(),
+            attempt,
+            stream_sequence,
+            headers,
+        };
+        let span = tracing::info_span!(
+            "event.consume",
+            otel.name = %format!("{} process", delivery.subject),
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.destination.name = %message.subject,
+            messaging.message.id = %delivery.event_id,
+            messaging.consumer.group.name = %self.spec.durable,
+            attempt,
+        );
+        crate::trace::set_parent_from(&span, delivery.headers.as_ref());
+        async {
+            let outcome = match self.apply(&delivery).await {
+                Ok(outcome) => outcome,
+                Err(HandlerError::Transient(e)) if attempt < self.spec.max_deliver => {
+                    let delay = self.spec.delay(attempt);
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "transient failure; will retry");
+                    message
+                        .ack_with(AckKind::Nak(Some(delay)))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("nak: {e}"))?;
+                    return Ok(Outcome::Retried);
+                }
+                Err(e) => {
+                    self.dead_letter(&delivery, &e).await?;
+                    message
+                        .ack_with(AckKind::Term)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("term: {e}"))?;
+                    return Ok(Outcome::DeadLettered);
+                }
+            };
+            message
+                .double_ack()
+                .await
+                .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+            Ok(outcome)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn apply(&self, delivery: &Delivery) -> Result<Outcome, HandlerError> {
+        let txn = self.db.begin().await?;
+        let seen =
+            processed::Entity::find_by_id((self.spec.durable.clone(), delivery.event_id.clone()))
+                .one(&txn)
+                .await?;
+        if seen.is_some() {
+            txn.rollback().await?;
+            tracing::debug!("event already handled; acking");
+            return Ok(Outcome::Duplicate);
+        }
+        if let Err(e) = self.handler.handle(&txn, delivery).await {
+            txn.rollback().await?;
+            return Err(e);
+        }
+        processed::ActiveModel {
+            consumer: Set(self.spec.durable.clone()),
+            event_id: Set(delivery.event_id.clone()),
+            processed_at: Set(Utc::now()),
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(Outcome::Handled)
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, error: &HandlerError) -> anyhow::Result<()> {
+        let mut headers = delivery.headers.clone().unwrap_or_default();
+        let reason: String = error.to_string().chars().take(1024).collect();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{}:{}", delivery.event_id, self.spec.durable).as_str(),
+        );
+        headers.insert("Mst-Original-Subject", delivery.subject.as_str());
+        headers.insert("Mst-Original-Event-Id", delivery.event_id.as_str());
+        headers.insert("Mst-Consumer", self.spec.durable.as_str());
+        headers.insert("Mst-Attempts", delivery.attempt.to_string().as_str());
+        headers.insert("Mst-Reason", reason.replace(['\r', '\n'], " ").as_str());
+        let subject =
+            crate::subjects::dead_letter(&self.bus.settings.subject_prefix, &self.spec.durable);
+        self.bus
+            .jetstream
+            .publish_with_headers(subject, headers, delivery.payload.clone())
+            .await?
+            .await?;
+        tracing::error!(
+            alert = true,
+            consumer = %self.spec.durable,
+            event_id = %delivery.event_id,
+            subject = %delivery.subject,
+            attempts = delivery.attempt,
+            reason = %reason,
+            "event dead-lettered"
+        );
+        Ok(())
+    }
+}
