@@ -161,6 +161,7 @@ pub struct Consumer<H> {
     bus: Bus,
     spec: ConsumerSpec,
     handler: H,
+    observer: Option<tokio::sync::mpsc::UnboundedSender<(String, Outcome)>>,
 }
 
 impl<H: Handler> Consumer<H> {
@@ -171,7 +172,17 @@ impl<H: Handler> Consumer<H> {
             bus,
             spec,
             handler,
+            observer: None,
         }
+    }
+
+    /// Reports `(event id, outcome)` of every processed message on `observer` (tests, metrics).
+    pub fn with_observer(
+        mut self,
+        observer: tokio::sync::mpsc::UnboundedSender<(String, Outcome)>,
+    ) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     async fn pull_consumer(
@@ -244,15 +255,19 @@ impl<H: Handler> Consumer<H> {
                 anyhow::bail!("message stream ended");
             };
             let message = message?;
-            self.process(message).await?;
+            let (id, outcome) = self.process(message).await?;
+            if let Some(observer) = &self.observer {
+                let _ = observer.send((id, outcome));
+            }
         }
     }
 
-    /// Handles one message end to end (transaction, ack, dead letter).
+    /// Handles one message end to end (transaction, ack, dead letter); returns its event id and
+    /// what happened.
     pub async fn process(
         &self,
         message: async_nats::jetstream::Message,
-    ) -> anyhow::Result<Outcome> {
+    ) -> anyhow::Result<(String, Outcome)> {
         let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
         let (attempt, stream_sequence) = (info.delivered, info.stream_sequence);
         let headers = message.headers.clone();
@@ -284,7 +299,8 @@ impl<H: Handler> Consumer<H> {
             attempt,
         );
         crate::trace::set_parent_from(&span, delivery.headers.as_ref());
-        async {
+        let event_id = delivery.event_id.clone();
+        let outcome = async {
             let outcome = match self.apply(&delivery).await {
                 Ok(outcome) => outcome,
                 Err(HandlerError::Transient(e)) if attempt < self.spec.max_deliver => {
@@ -294,7 +310,7 @@ impl<H: Handler> Consumer<H> {
                         .ack_with(AckKind::Nak(Some(delay)))
                         .await
                         .map_err(|e| anyhow::anyhow!("nak: {e}"))?;
-                    return Ok(Outcome::Retried);
+                    return anyhow::Ok(Outcome::Retried);
                 }
                 Err(e) => {
                     self.dead_letter(&delivery, &e).await?;
@@ -312,7 +328,8 @@ impl<H: Handler> Consumer<H> {
             Ok(outcome)
         }
         .instrument(span)
-        .await
+        .await?;
+        Ok((event_id, outcome))
     }
 
     async fn apply(&self, delivery: &Delivery) -> Result<Outcome, HandlerError> {

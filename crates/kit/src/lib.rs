@@ -1,6 +1,7 @@
 //! Plumbing shared by every mst-dossiers service — no domain logic lives here.
 //!
 //! - [`config`]: typed settings from environment variables, every problem reported at once;
+//! - [`db`]: the database pool (SQLite in WAL mode, or PostgreSQL);
 //! - [`telemetry`]: logs, traces, OTLP export;
 //! - [`auth`]: bearer JWT verification (shared secret or OIDC JWKS), roles, local token minting;
 //! - [`grpc`]: the server with health, reflection, per-call spans and graceful shutdown;
@@ -11,6 +12,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod grpc;
 pub mod shutdown;
