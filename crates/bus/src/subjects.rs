@@ -2,16 +2,32 @@
 //! use a unique prefix each). The constants are the part after the prefix; the payload of each is
 //! the protobuf message of `proto/mst/events/v1` named alongside.
 
+/// `ProcedureChanged`, published by forms.
+pub const PROCEDURE_CHANGED: &str = "procedure.changed.v1";
 /// `DossierCreated`, published by forms.
 pub const DOSSIER_CREATED: &str = "dossier.created.v1";
 /// `DossierContentChanged`, published by forms.
 pub const DOSSIER_CONTENT_CHANGED: &str = "dossier.content_changed.v1";
 /// `DossierInvited`, published by forms.
 pub const DOSSIER_INVITED: &str = "dossier.invited.v1";
+/// `DossierInvitationRevoked`, published by forms.
+pub const DOSSIER_INVITATION_REVOKED: &str = "dossier.invitation_revoked.v1";
 /// `DossierDeleted`, published by forms.
 pub const DOSSIER_DELETED: &str = "dossier.deleted.v1";
 /// `DossierStatusChanged`, published by instruction.
 pub const DOSSIER_STATUS_CHANGED: &str = "dossier.status_changed.v1";
+/// `DossierCorrectionResolved`, published by instruction.
+pub const DOSSIER_CORRECTION_RESOLVED: &str = "dossier.correction_resolved.v1";
+/// `DossierArchived`, published by instruction.
+pub const DOSSIER_ARCHIVED: &str = "dossier.archived.v1";
+/// `DossierUnarchived`, published by instruction.
+pub const DOSSIER_UNARCHIVED: &str = "dossier.unarchived.v1";
+/// `AvisRequested`, published by instruction.
+pub const AVIS_REQUESTED: &str = "avis.requested.v1";
+/// `AvisGiven`, published by instruction.
+pub const AVIS_GIVEN: &str = "avis.given.v1";
+/// `AvisRevoked`, published by instruction.
+pub const AVIS_REVOKED: &str = "avis.revoked.v1";
 /// `MessagePosted`, published by messagerie.
 pub const MESSAGE_POSTED: &str = "message.posted.v1";
 /// `MailSent`, published by messagerie.

@@ -47,16 +47,19 @@ pub enum Role {
     Ambassadeur,
     /// Publishes procedures, manages the roster and ambassadeurs.
     Admin,
+    /// Another mst-dossiers service calling an internal API (service token).
+    System,
 }
 
 impl Role {
     /// All roles.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Promoteur,
         Role::Instructeur,
         Role::Expert,
         Role::Ambassadeur,
         Role::Admin,
+        Role::System,
     ];
 
     /// The claim value.
@@ -67,6 +70,7 @@ impl Role {
             Role::Expert => "expert",
             Role::Ambassadeur => "ambassadeur",
             Role::Admin => "admin",
+            Role::System => "system",
         }
     }
 }
@@ -83,7 +87,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown role {s:?} (expected one of promoteur, instructeur, expert, ambassadeur, admin)"))
+            .ok_or_else(|| format!("unknown role {s:?} (expected one of promoteur, instructeur, expert, ambassadeur, admin, system)"))
     }
 }
 

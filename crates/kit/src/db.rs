@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
 use crate::config::DatabaseSettings;
 
@@ -22,13 +22,16 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConn
         .min_connections(1)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
-        .sqlx_logging(false);
-    let db = Database::connect(options).await?;
-    if db.get_database_backend() == DatabaseBackend::Sqlite {
-        db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
-        db.execute_unprepared("PRAGMA foreign_keys=ON").await?;
-    }
-    Ok(db)
+        .sqlx_logging(false)
+        // Every pooled connection, not just the first: WAL, foreign keys, and a busy timeout so a
+        // writer waits for another instead of failing with SQLITE_BUSY.
+        .map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10))
+        });
+    Ok(Database::connect(options).await?)
 }
 
 /// The file path of a `sqlite:` URL (`None` for in-memory or other backends).
@@ -43,6 +46,7 @@ fn sqlite_path(url: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sea_orm::{ConnectionTrait as _, DatabaseBackend};
 
     #[test]
     fn sqlite_paths_are_read_from_urls() {

@@ -53,6 +53,8 @@ pub enum ApiError {
         reason: String,
         /// Human-readable message (French).
         message: String,
+        /// Extra `ErrorInfo` metadata, e.g. `current_status`.
+        metadata: HashMap<String, String>,
         /// Precondition violations (type, subject, description).
         violations: Vec<(String, String, String)>,
     },
@@ -99,6 +101,21 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// FAILED_PRECONDITION because the resource is in `current_status` (reason e.g.
+    /// `INVALID_TRANSITION`, `DOSSIER_FROZEN`); `message` names the state in French.
+    pub fn wrong_state(
+        reason: impl Into<String>,
+        current_status: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::FailedPrecondition {
+            reason: reason.into(),
+            message: message.into(),
+            metadata: HashMap::from([("current_status".to_owned(), current_status.into())]),
+            violations: Vec::new(),
+        }
+    }
+
     /// A single field violation.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         Self::Invalid(vec![Violation::new(field, description)])
@@ -135,9 +152,10 @@ impl From<ApiError> for Status {
             ApiError::FailedPrecondition {
                 reason,
                 message,
+                metadata,
                 violations,
             } => {
-                let mut details = info(&reason, HashMap::new());
+                let mut details = info(&reason, metadata);
                 if !violations.is_empty() {
                     details.set_precondition_failure(
                         violations
@@ -165,7 +183,7 @@ impl From<ApiError> for Status {
                     format!(
                         "{resource} {id} a été modifié entre-temps (version attendue {expected}, version actuelle {current})"
                     ),
-                    info("VERSION_CONFLICT", metadata),
+                    info("STALE_VERSION", metadata),
                 )
             }
             ApiError::PermissionDenied(reason) => {
@@ -244,6 +262,22 @@ mod tests {
     }
 
     #[test]
+    fn a_wrong_state_names_the_current_status() {
+        let status = Status::from(ApiError::wrong_state(
+            "INVALID_TRANSITION",
+            "en_instruction",
+            "Le dossier est en instruction",
+        ));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        let info = status.get_details_error_info().expect("error info");
+        assert_eq!(info.reason, "INVALID_TRANSITION");
+        assert_eq!(
+            info.metadata.get("current_status").map(String::as_str),
+            Some("en_instruction")
+        );
+    }
+
+    #[test]
     fn unexpected_errors_do_not_leak_their_cause() {
         let status = Status::from(ApiError::Unexpected(anyhow::anyhow!("password=secret")));
         assert_eq!(status.code(), Code::Internal);
@@ -276,6 +310,7 @@ mod tests {
                 ApiError::FailedPrecondition {
                     reason: "DOSSIER_EN_INSTRUCTION".into(),
                     message: "le dossier est en instruction".into(),
+                    metadata: HashMap::new(),
                     violations: vec![],
                 },
                 Code::FailedPrecondition,

@@ -5,6 +5,7 @@
 //! - [`telemetry`]: logs, traces, OTLP export;
 //! - [`auth`]: bearer JWT verification (shared secret or OIDC JWKS), roles, local token minting;
 //! - [`grpc`]: the server with health, reflection, per-call spans and graceful shutdown;
+//! - [`service`]: the start-up and run loop every service shares;
 //! - [`shutdown`]: signal handling, tracked tasks, draining with a deadline;
 //! - [`error`]: the one mapping from application errors to gRPC statuses with rich details.
 
@@ -15,6 +16,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod grpc;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -120,6 +120,8 @@ pub fn install(settings: &TelemetrySettings, provider: SdkTracerProvider) -> any
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let tracer = provider.tracer(settings.service_name.clone());
     opentelemetry::global::set_tracer_provider(provider);
+    // The log filter applies to log output only: spans at INFO and above always reach the
+    // OpenTelemetry layer, so trace context propagates whatever the log level.
     let filter = EnvFilter::try_new(&settings.filter)?;
     let fmt = match settings.format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_target(true).boxed(),
@@ -130,9 +132,12 @@ pub fn install(settings: &TelemetrySettings, provider: SdkTracerProvider) -> any
             .boxed(),
     };
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(fmt.with_filter(filter))
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        )
         .try_init()?;
     Ok(())
 }

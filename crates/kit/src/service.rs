@@ -1,0 +1,147 @@
+//! The runtime every service shares: bind, connect, migrate, publish, consume, serve, drain.
+//!
+//! [`Infra::start`] binds the gRPC listener first (so port 0 works in tests and the address is
+//! known before anything else starts), connects the database and applies migrations when asked,
+//! connects NATS and ensures the streams, builds the token verifier, and starts the outbox relay.
+//! Services add their consumers with [`Infra::spawn_consumer`] and finally [`Infra::serve`] their
+//! gRPC routes until shutdown. [`main`] is the whole `main` of a service binary.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use mst_bus::{Bus, BusSettings, Consumer, ConsumerSpec, Handler, Relay, RelayHandle};
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+
+use crate::auth::Authenticator;
+use crate::config::{CommonSettings, Env};
+use crate::grpc::GrpcServer;
+use crate::shutdown::Shutdown;
+
+/// Connections and background tasks of a running service.
+#[derive(Debug)]
+pub struct Infra {
+    /// The service's settings.
+    pub settings: CommonSettings,
+    /// Database pool.
+    pub db: DatabaseConnection,
+    /// NATS / JetStream.
+    pub bus: Bus,
+    /// Wakes the relay after a commit that wrote events.
+    pub relay: RelayHandle,
+    /// Bearer-token verifier.
+    pub auth: Authenticator,
+    /// Shutdown signal and task tracker.
+    pub shutdown: Shutdown,
+    listener: TcpListener,
+}
+
+impl Infra {
+    /// Starts the plumbing of `settings.service`.
+    pub async fn start(settings: CommonSettings, shutdown: Shutdown) -> anyhow::Result<Self> {
+        let service = settings.service;
+        let listener = crate::grpc::bind(settings.grpc_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.grpc_addr))?;
+        let db = crate::db::connect(&settings.database)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the {service} database: {e}"))?;
+        if settings.database.migrate_on_start {
+            mst_migrations::run(service, &db, mst_migrations::Command::Up)
+                .await
+                .map_err(|e| anyhow::anyhow!("{service} migrations failed: {e}"))?;
+        }
+        let mut bus_settings = BusSettings::new(
+            settings.nats.url.clone(),
+            settings.nats.stream.clone(),
+            settings.nats.subject_prefix.clone(),
+        );
+        bus_settings.replicas = settings.nats.replicas;
+        bus_settings.client_name = format!("mst-{service}");
+        let bus = Bus::connect(bus_settings).await.map_err(|e| {
+            anyhow::anyhow!("cannot set up JetStream at {}: {e}", settings.nats.url)
+        })?;
+        if settings.auth.uses_dev_secret() {
+            tracing::warn!(
+                "verifying tokens with the embedded development secret: set MST_AUTH_JWT_SECRET or MST_AUTH_OIDC_ISSUER_URL beyond one machine"
+            );
+        }
+        let auth = Authenticator::new(settings.auth.clone()).await?;
+        shutdown.spawn(auth.clone().run_key_refresh(shutdown.token()));
+
+        let relay = Relay::new(db.clone(), bus.clone());
+        let relay_handle = relay.handle();
+        shutdown.spawn(relay.run(shutdown.token()));
+
+        Ok(Self {
+            settings,
+            db,
+            bus,
+            relay: relay_handle,
+            auth,
+            shutdown,
+            listener,
+        })
+    }
+
+    /// The address the gRPC server listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Starts a durable consumer, tracked by the shutdown.
+    pub fn spawn_consumer<H: Handler>(&self, spec: ConsumerSpec, handler: H) {
+        let consumer = Consumer::new(self.db.clone(), self.bus.clone(), spec, handler);
+        self.shutdown.spawn(consumer.run(self.shutdown.token()));
+    }
+
+    /// Serves `server` until shutdown, then closes the database pool.
+    pub async fn serve(self, server: GrpcServer) -> anyhow::Result<()> {
+        let result = server.serve(self.listener, self.shutdown.clone()).await;
+        // Let the relay and consumers finish before the pool closes under them.
+        self.shutdown.trigger();
+        self.shutdown.drain(self.settings.shutdown_grace).await;
+        if let Err(error) = self.db.close().await {
+            tracing::warn!(%error, "closing the database pool");
+        }
+        result
+    }
+}
+
+/// The `main` of a service binary: reads settings (exiting with every problem listed), starts
+/// telemetry, builds the service with `build`, serves until SIGTERM/SIGINT, drains, flushes traces.
+pub async fn main<S, A, B, R>(read: impl FnOnce(&mut Env) -> S, build: B) -> anyhow::Result<()>
+where
+    S: AsRef<CommonSettings>,
+    B: FnOnce(S, Shutdown) -> A,
+    A: Future<Output = anyhow::Result<R>>,
+    R: RunService,
+{
+    let mut env = Env::from_process();
+    let settings = read(&mut env);
+    if let Err(error) = env.finish() {
+        eprintln!("{error}");
+        std::process::exit(2);
+    }
+    let telemetry = crate::telemetry::init(&settings.as_ref().telemetry)?;
+    let grace = settings.as_ref().shutdown_grace;
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    let result = match build(settings, shutdown.clone()).await {
+        Ok(app) => app.run().await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = &result {
+        tracing::error!(error = format!("{error:#}"), "service failed");
+    }
+    shutdown.trigger();
+    shutdown.drain(grace).await;
+    telemetry.shutdown().await;
+    result
+}
+
+/// A built service that can run until shutdown.
+pub trait RunService {
+    /// Serves until shutdown.
+    fn run(self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}

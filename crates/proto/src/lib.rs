@@ -1,0 +1,45 @@
+//! The contracts of mst-dossiers: every gRPC API and event payload under `proto/`, compiled once.
+//!
+//! Services and clients depend on this crate only; nothing here holds domain logic.
+
+#![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
+
+/// Encoded `FileDescriptorSet` of every proto file, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mst_descriptor");
+
+/// Generated code, one module per protobuf package.
+pub mod pb {
+    pub mod mst {
+        pub mod events {
+            pub mod v1 {
+                tonic::include_proto!("mst.events.v1");
+            }
+        }
+        pub mod forms {
+            pub mod v1 {
+                tonic::include_proto!("mst.forms.v1");
+            }
+        }
+        pub mod instruction {
+            pub mod v1 {
+                tonic::include_proto!("mst.instruction.v1");
+            }
+        }
+        pub mod messagerie {
+            pub mod v1 {
+                tonic::include_proto!("mst.messagerie.v1");
+            }
+        }
+        pub mod oscars {
+            pub mod v1 {
+                tonic::include_proto!("mst.oscars.v1");
+            }
+        }
+    }
+}
+
+pub use pb::mst::events::v1 as events;
+pub use pb::mst::forms::v1 as forms;
+pub use pb::mst::instruction::v1 as instruction;
+pub use pb::mst::messagerie::v1 as messagerie;
+pub use pb::mst::oscars::v1 as oscars;

@@ -1,0 +1,5 @@
+//! End-to-end tests: the services in-process on real NATS and the database chosen by
+//! `MST_TEST_DB` (`sqlite` or `postgres`).
+
+mod platform;
+mod trace_and_auth;
