@@ -22,7 +22,7 @@ pub mod subjects;
 pub mod trace;
 
 pub use consumer::{Consumer, ConsumerSpec, Delivery, Handler, HandlerError};
-pub use outbox::{OutgoingEvent, enqueue};
+pub use outbox::{OutgoingEvent, enqueue, enqueue_event};
 pub use relay::{Relay, RelayHandle};
 pub use stream::{Bus, BusSettings};
 

@@ -76,6 +76,27 @@ impl OutgoingEvent {
     }
 }
 
+impl OutgoingEvent {
+    /// The outbox row of a contract event; its id is the one in its metadata.
+    pub fn from_event<E: mst_proto::Event>(event: &E) -> Result<Self, DbErr> {
+        let id = event
+            .metadata()
+            .map(|m| m.event_id.as_str())
+            .unwrap_or_default();
+        let event_id = Uuid::parse_str(id)
+            .map_err(|e| DbErr::Custom(format!("{} has no valid event id: {e}", E::SCHEMA)))?;
+        Ok(Self::new(event_id, E::SUBJECT, E::SCHEMA, event))
+    }
+}
+
+/// Writes a contract event to the outbox within `db` (see [`enqueue`]).
+pub async fn enqueue_event<C: ConnectionTrait, E: mst_proto::Event>(
+    db: &C,
+    event: &E,
+) -> Result<(), DbErr> {
+    enqueue(db, OutgoingEvent::from_event(event)?).await
+}
+
 /// Writes `event` to the outbox within `db` — pass the use case's transaction, so the event
 /// commits or rolls back with the state change. The current span's trace context goes with it.
 pub async fn enqueue<C: ConnectionTrait>(db: &C, event: OutgoingEvent) -> Result<(), DbErr> {

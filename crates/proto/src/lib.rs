@@ -4,6 +4,11 @@
 
 #![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
 
+pub mod event;
+pub mod json;
+
+pub use event::Event;
+
 /// Encoded `FileDescriptorSet` of every proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mst_descriptor");
 
