@@ -5,6 +5,7 @@
 //! listens (health and reflection included), so tests can start it in-process on port 0.
 
 #![forbid(unsafe_code)]
+pub mod domain;
 
 use std::net::SocketAddr;
 
