@@ -19,7 +19,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt as _;
 use sea_orm::entity::prelude::*;
-use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -333,7 +333,7 @@ impl<H: Handler> Consumer<H> {
     }
 
     async fn apply(&self, delivery: &Delivery) -> Result<Outcome, HandlerError> {
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let seen =
             processed::Entity::find_by_id((self.spec.durable.clone(), delivery.event_id.clone()))
                 .one(&txn)

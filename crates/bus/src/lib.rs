@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod consumer;
+pub mod db;
 pub mod outbox;
 pub mod relay;
 pub mod stream;

@@ -6,6 +6,8 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
 use crate::config::DatabaseSettings;
 
+pub use mst_bus::db::begin_write;
+
 /// Connects to the service's database. On SQLite, switches the file to WAL (readers never wait
 /// for the writer; commits are durable at `synchronous=FULL`) and enables foreign keys; the
 /// directory of the file is created if missing.
