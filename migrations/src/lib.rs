@@ -11,6 +11,8 @@
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
 
+mod forms_m0002;
+mod instruction_m0002;
 mod plumbing;
 
 /// The services that own a database.
@@ -27,7 +29,10 @@ pub mod forms {
     #[async_trait::async_trait]
     impl MigratorTrait for Migrator {
         fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-            vec![Box::new(plumbing::Migration)]
+            vec![
+                Box::new(plumbing::Migration),
+                Box::new(forms_m0002::Migration),
+            ]
         }
     }
 }
@@ -43,7 +48,10 @@ pub mod instruction {
     #[async_trait::async_trait]
     impl MigratorTrait for Migrator {
         fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-            vec![Box::new(plumbing::Migration)]
+            vec![
+                Box::new(plumbing::Migration),
+                Box::new(instruction_m0002::Migration),
+            ]
         }
     }
 }

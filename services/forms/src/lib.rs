@@ -6,6 +6,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod domain;
+pub mod pdf;
+pub mod store;
+
 use std::net::SocketAddr;
 
 use mst_kit::Shutdown;
