@@ -13,7 +13,7 @@ enum Procedures {
     Kind,
     EstimatedFillingSecs,
     ClosingAt,
-    NoticeFileId,
+    Notice,
     PublishedRevisionId,
     DraftRevisionId,
     State,
@@ -126,7 +126,7 @@ impl MigrationTrait for Migration {
                 .col(string_len(Procedures::Kind, 16))
                 .col(big_integer(Procedures::EstimatedFillingSecs))
                 .col(timestamp_with_time_zone_null(Procedures::ClosingAt))
-                .col(string_len_null(Procedures::NoticeFileId, 64))
+                .col(text_null(Procedures::Notice))
                 .col(string_len_null(Procedures::PublishedRevisionId, 64))
                 .col(string_len(Procedures::DraftRevisionId, 64))
                 .col(string_len(Procedures::State, 16))

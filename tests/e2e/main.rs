@@ -1,5 +1,7 @@
 //! End-to-end tests: the services in-process on real NATS and the database chosen by
 //! `MST_TEST_DB` (`sqlite` or `postgres`).
 
+mod forms;
 mod platform;
+mod support;
 mod trace_and_auth;

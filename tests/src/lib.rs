@@ -21,7 +21,7 @@ pub fn init_telemetry() {
     ONCE.call_once(|| {
         let mut env = Env::from_map([(
             "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,mst_kit::service=error".into()),
         )]);
         let settings = mst_kit::telemetry::TelemetrySettings::from_env(&mut env, "e2e");
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
@@ -57,27 +57,72 @@ pub struct Stack {
     pub services: Vec<Running>,
     /// Stops every service.
     pub shutdown: Shutdown,
+    /// The instruction use cases (the workflow's public API is driven through them until its
+    /// gRPC service is served).
+    pub instruction: mst_instruction::app::Instruction,
+    _files: tempfile::TempDir,
 }
 
 impl Stack {
-    /// Starts NATS and the four services.
+    /// Starts NATS and the four services, each knowing the others' addresses.
     pub async fn start() -> anyhow::Result<Self> {
         init_telemetry();
         let nats = NatsServer::start().await?;
         let prefix = unique_prefix();
         let shutdown = Shutdown::new();
+        let files = tempfile::tempdir()?;
+        let names = ["forms", "instruction", "messagerie", "oscars"];
+        let mut listeners = Vec::new();
+        for _ in names {
+            listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
+        }
+        let url = |i: usize| -> anyhow::Result<String> { Ok(format!("http://{}", listeners[i].local_addr()?)) };
+        let (forms_url, instruction_url) = (url(0)?, url(1)?);
         let mut services = Vec::new();
-        for name in ["forms", "instruction", "messagerie", "oscars"] {
+        let mut instruction = None;
+        for (name, listener) in names.into_iter().zip(listeners) {
             let db = TestDb::new().await?;
             let mut env = Env::from_map([
-                ("MST_GRPC_ADDR", "127.0.0.1:0".to_owned()),
                 ("MST_DATABASE_URL", db.url().to_owned()),
                 ("MST_NATS_URL", nats.url()),
                 ("MST_NATS_STREAM", prefix.to_uppercase()),
                 ("MST_NATS_SUBJECT_PREFIX", prefix.clone()),
                 ("MST_SHUTDOWN_GRACE_SECS", "5".to_owned()),
+                ("MST_FORMS_URL", forms_url.clone()),
+                ("MST_INSTRUCTION_URL", instruction_url.clone()),
+                (
+                    "MST_ATTACHMENTS_DIR",
+                    files.path().join(name).to_string_lossy().into_owned(),
+                ),
             ]);
-            let (addr, task) = start_service(name, &mut env, shutdown.clone()).await?;
+            let addr = listener.local_addr()?;
+            let task = match name {
+                "forms" => {
+                    let settings = mst_forms::Settings::from_env(&mut env);
+                    std::mem::take(&mut env).finish()?;
+                    let app = mst_forms::App::build_on(settings, listener, shutdown.clone()).await?;
+                    tokio::spawn(app.run())
+                }
+                "instruction" => {
+                    let settings = mst_instruction::Settings::from_env(&mut env);
+                    std::mem::take(&mut env).finish()?;
+                    let app = mst_instruction::App::build_on(settings, listener, shutdown.clone()).await?;
+                    instruction = Some(app.instruction());
+                    tokio::spawn(app.run())
+                }
+                "messagerie" => {
+                    let settings = mst_messagerie::Settings::from_env(&mut env);
+                    std::mem::take(&mut env).finish()?;
+                    let app = mst_messagerie::App::build_on(settings, listener, shutdown.clone()).await?;
+                    tokio::spawn(app.run())
+                }
+                _ => {
+                    let settings = mst_oscars::Settings::from_env(&mut env);
+                    std::mem::take(&mut env).finish()?;
+                    let app = mst_oscars::App::build_on(settings, listener, shutdown.clone()).await?;
+                    tokio::spawn(app.run())
+                }
+            };
             services.push(Running {
                 name,
                 addr,
@@ -90,7 +135,17 @@ impl Stack {
             prefix,
             services,
             shutdown,
+            instruction: instruction.ok_or_else(|| anyhow::anyhow!("instruction did not start"))?,
+            _files: files,
         })
+    }
+
+    /// The running service called `name`.
+    pub fn service(&self, name: &str) -> &Running {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or(&self.services[0])
     }
 
     /// Triggers shutdown and waits for every service to drain (at most `grace`).
@@ -103,27 +158,4 @@ impl Stack {
         }
         Ok(())
     }
-}
-
-async fn start_service(
-    name: &str,
-    env: &mut Env,
-    shutdown: Shutdown,
-) -> anyhow::Result<(SocketAddr, JoinHandle<anyhow::Result<()>>)> {
-    macro_rules! start {
-        ($krate:ident) => {{
-            let settings = $krate::Settings::from_env(env);
-            std::mem::take(env).finish()?;
-            let app = $krate::App::build(settings, shutdown).await?;
-            (app.local_addr()?, tokio::spawn(app.run()))
-        }};
-    }
-    let started = match name {
-        "forms" => start!(mst_forms),
-        "instruction" => start!(mst_instruction),
-        "messagerie" => start!(mst_messagerie),
-        "oscars" => start!(mst_oscars),
-        other => anyhow::bail!("unknown service {other}"),
-    };
-    Ok(started)
 }

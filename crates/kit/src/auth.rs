@@ -179,6 +179,10 @@ pub struct AuthSettings {
     pub leeway: Duration,
     /// How often the JWKS is refreshed (`MST_AUTH_JWKS_REFRESH_SECS`).
     pub jwks_refresh: Duration,
+    /// The token this service presents to other services' internal APIs when tokens come from an
+    /// OIDC issuer (`MST_SERVICE_TOKEN`, role `system`); with a shared secret the service mints
+    /// its own.
+    pub service_token: Option<SecretString>,
 }
 
 impl AuthSettings {
@@ -206,6 +210,7 @@ impl AuthSettings {
             audience: env.or("MST_AUTH_AUDIENCE", DEFAULT_AUDIENCE.to_owned()),
             leeway: Duration::from_secs(30),
             jwks_refresh: env.seconds("MST_AUTH_JWKS_REFRESH_SECS", Duration::from_secs(600)),
+            service_token: env.secret("MST_SERVICE_TOKEN"),
         }
     }
 
@@ -556,6 +561,93 @@ pub fn mint_for(
                 "tokens come from the OIDC issuer; local minting needs MST_AUTH_JWT_SECRET"
             )
         }
+    }
+}
+
+enum TokenSource {
+    Mint {
+        settings: AuthSettings,
+        email: String,
+    },
+    Static(SecretString),
+}
+
+struct ServiceTokenInner {
+    source: TokenSource,
+    cached: std::sync::Mutex<Option<(String, std::time::Instant)>>,
+}
+
+/// The credentials a service presents to another service's internal API (role `system`), as a
+/// client interceptor. With a shared secret the token is minted locally and renewed every 30
+/// minutes; with an OIDC issuer it is the configured `MST_SERVICE_TOKEN`.
+#[derive(Clone)]
+pub struct ServiceToken {
+    inner: Arc<ServiceTokenInner>,
+}
+
+impl fmt::Debug for ServiceToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServiceToken(..)")
+    }
+}
+
+/// Lifetime of a minted service token.
+const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+impl ServiceToken {
+    /// The credentials of `service` under `settings`.
+    pub fn for_service(settings: &AuthSettings, service: &str) -> anyhow::Result<Self> {
+        let source = match (&settings.keys, &settings.service_token) {
+            (_, Some(token)) => TokenSource::Static(token.clone()),
+            (KeySource::SharedSecret(_), None) => TokenSource::Mint {
+                settings: settings.clone(),
+                email: format!("{service}@services.mst.local"),
+            },
+            (KeySource::Oidc { .. }, None) => anyhow::bail!(
+                "MST_SERVICE_TOKEN is required to call other services when tokens come from an OIDC issuer"
+            ),
+        };
+        Ok(Self {
+            inner: Arc::new(ServiceTokenInner {
+                source,
+                cached: std::sync::Mutex::new(None),
+            }),
+        })
+    }
+
+    fn current(&self) -> anyhow::Result<String> {
+        match &self.inner.source {
+            TokenSource::Static(token) => Ok(token.expose_secret().to_owned()),
+            TokenSource::Mint { settings, email } => {
+                let mut cached = self
+                    .inner
+                    .cached
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("service token cache poisoned"))?;
+                if let Some((token, at)) = cached.as_ref()
+                    && at.elapsed() < SERVICE_TOKEN_TTL / 2
+                {
+                    return Ok(token.clone());
+                }
+                let token = mint_for(settings, email, &[Role::System], SERVICE_TOKEN_TTL)?;
+                *cached = Some((token.clone(), std::time::Instant::now()));
+                Ok(token)
+            }
+        }
+    }
+}
+
+impl tonic::service::Interceptor for ServiceToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let token = self.current().map_err(|e| {
+            tracing::error!(error = %e, "cannot obtain a service token");
+            Status::internal("service credentials unavailable")
+        })?;
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("service token is not a valid header value"))?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
     }
 }
 

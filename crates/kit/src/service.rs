@@ -37,12 +37,22 @@ pub struct Infra {
 }
 
 impl Infra {
-    /// Starts the plumbing of `settings.service`.
+    /// Starts the plumbing of `settings.service`, listening on `settings.grpc_addr`.
     pub async fn start(settings: CommonSettings, shutdown: Shutdown) -> anyhow::Result<Self> {
-        let service = settings.service;
         let listener = crate::grpc::bind(settings.grpc_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.grpc_addr))?;
+        Self::start_on(settings, listener, shutdown).await
+    }
+
+    /// Starts the plumbing on an already bound listener (tests and the embedded runner bind every
+    /// service first, so that services can be given each other's addresses).
+    pub async fn start_on(
+        settings: CommonSettings,
+        listener: TcpListener,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Self> {
+        let service = settings.service;
         let db = crate::db::connect(&settings.database)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the {service} database: {e}"))?;

@@ -5,7 +5,11 @@
 //! listens (health and reflection included), so tests can start it in-process on port 0.
 
 #![forbid(unsafe_code)]
+pub mod app;
 pub mod domain;
+pub mod events;
+pub mod grpc;
+pub mod store;
 
 use std::net::SocketAddr;
 
@@ -25,6 +29,8 @@ pub const DEFAULT_ADDR: SocketAddr =
 pub struct Settings {
     /// What every service reads.
     pub common: CommonSettings,
+    /// The forms service (`MST_FORMS_URL`), for the freeze of invariant I1.
+    pub forms_url: String,
 }
 
 impl Settings {
@@ -32,6 +38,7 @@ impl Settings {
     pub fn from_env(env: &mut Env) -> Self {
         Self {
             common: CommonSettings::from_env(env, SERVICE, DEFAULT_ADDR),
+            forms_url: env.or("MST_FORMS_URL", "http://127.0.0.1:50051".to_owned()),
         }
     }
 }
@@ -46,25 +53,63 @@ impl AsRef<CommonSettings> for Settings {
 #[derive(Debug)]
 pub struct App {
     infra: Infra,
+    instruction: app::Instruction,
 }
 
 impl App {
-    /// Starts the plumbing; the gRPC server serves once [`RunService::run`] is called.
+    /// Starts the plumbing and the consumer of forms' events; the gRPC server serves once
+    /// [`RunService::run`] is called.
     pub async fn build(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Self> {
-        let infra = Infra::start(settings.common, shutdown).await?;
-        Ok(Self { infra })
+        let listener = mst_kit::grpc::bind(settings.common.grpc_addr).await?;
+        Self::build_on(settings, listener, shutdown).await
+    }
+
+    /// The same on an already bound listener.
+    pub async fn build_on(
+        settings: Settings,
+        listener: tokio::net::TcpListener,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Self> {
+        let token = mst_kit::auth::ServiceToken::for_service(&settings.common.auth, SERVICE)?;
+        let forms = tonic::transport::Endpoint::from_shared(settings.forms_url.clone())?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(10))
+            .connect_lazy();
+        let infra = Infra::start_on(settings.common, listener, shutdown).await?;
+        let instruction = app::Instruction::new(
+            infra.db.clone(),
+            infra.relay.clone(),
+            app::FormsFreeze::new(forms, token),
+        );
+        infra.spawn_consumer(events::spec(), events::FormsEvents::new(instruction.clone()));
+        Ok(Self { infra, instruction })
     }
 
     /// Where the gRPC server listens.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.infra.local_addr()
     }
+
+    /// The use cases (tests drive the workflow through them until its public API is served).
+    pub fn instruction(&self) -> app::Instruction {
+        self.instruction.clone()
+    }
 }
 
 impl RunService for App {
     async fn run(self) -> anyhow::Result<()> {
-        self.infra
-            .serve(GrpcServer::new(mst_proto::FILE_DESCRIPTOR_SET))
-            .await
+        use mst_proto::instruction::instruction_internal_service_server::InstructionInternalServiceServer;
+        use mst_proto::instruction::roster_service_server::RosterServiceServer;
+        let auth = self.infra.auth.clone();
+        let server = GrpcServer::new(mst_proto::FILE_DESCRIPTOR_SET)
+            .add_service(InstructionInternalServiceServer::with_interceptor(
+                grpc::InternalApi::new(self.instruction.clone()),
+                auth.interceptor(),
+            ))
+            .add_service(RosterServiceServer::with_interceptor(
+                grpc::roster::RosterApi::new(self.instruction.clone()),
+                auth.interceptor(),
+            ));
+        self.infra.serve(server).await
     }
 }

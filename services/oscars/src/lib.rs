@@ -54,6 +54,16 @@ impl App {
         Ok(Self { infra })
     }
 
+    /// The same on an already bound listener.
+    pub async fn build_on(
+        settings: Settings,
+        listener: tokio::net::TcpListener,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Self> {
+        let infra = Infra::start_on(settings.common, listener, shutdown).await?;
+        Ok(Self { infra })
+    }
+
     /// Where the gRPC server listens.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.infra.local_addr()

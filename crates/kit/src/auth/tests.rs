@@ -280,3 +280,28 @@ async fn oidc_tokens_are_verified_with_the_issuers_published_keys_and_rotation_i
     assert!(auth.verify(&ed_token(&issuer, "k2")).is_ok());
     assert!(auth.verify(&ed_token(&issuer, "k1")).is_err());
 }
+
+#[tokio::test]
+async fn a_service_token_is_accepted_with_the_system_role() {
+    use tonic::service::Interceptor as _;
+    let settings = AuthSettings::embedded();
+    let mut token = ServiceToken::for_service(&settings, "forms").unwrap();
+    let req = token.call(Request::new(())).unwrap();
+    let auth = local().await;
+    let p = auth.authenticate(&req).unwrap();
+    assert_eq!(p.email, "forms@services.mst.local");
+    assert!(p.has(Role::System) && !p.has(Role::Admin));
+}
+
+#[test]
+fn oidc_mode_needs_a_configured_service_token() {
+    let mut env = Env::from_map([("MST_AUTH_OIDC_ISSUER_URL", "https://idp.example")]);
+    let settings = AuthSettings::from_env(&mut env);
+    assert!(ServiceToken::for_service(&settings, "forms").is_err());
+    let mut env = Env::from_map([
+        ("MST_AUTH_OIDC_ISSUER_URL", "https://idp.example"),
+        ("MST_SERVICE_TOKEN", "abc.def.ghi"),
+    ]);
+    let settings = AuthSettings::from_env(&mut env);
+    assert!(ServiceToken::for_service(&settings, "forms").is_ok());
+}

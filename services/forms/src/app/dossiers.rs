@@ -265,6 +265,20 @@ impl Forms {
         }
         .insert(&txn)
         .await?;
+        // A duplicate gets its own copies of the files (deleting one dossier's file never
+        // touches the other's).
+        let row = if answers.iter().next().is_some() {
+            let (copied, files) = self.copy_files(&answers, row.number, &who.email).await?;
+            for f in files {
+                let active: crate::store::file::ActiveModel = f.into();
+                active.insert(&txn).await?;
+            }
+            let mut active: dossier::ActiveModel = row.into();
+            active.answers = Set(serde_json::to_string(&copied)?);
+            active.update(&txn).await?
+        } else {
+            row
+        };
         let event = DossierCreated {
             metadata: Some(EventMetadata::new(PRODUCER, actor(who, Role::Promoteur))),
             number: row.number,
@@ -960,16 +974,13 @@ impl Forms {
         status_version: i64,
         correction_pending: Option<bool>,
     ) -> Result<bool, AppError> {
+        // Only a newer version moves the status and releases holds: a late event must never
+        // release a freeze taken for a later transition.
         let mut q = dossier::Entity::update_many()
             .col_expr(dossier::Column::Status, Expr::value(status.as_str()))
             .col_expr(dossier::Column::StatusVersion, Expr::value(status_version))
-            .col_expr(
-                dossier::Column::FrozenBy,
-                Expr::value(Option::<String>::None),
-            );
-        if let Some(pending) = correction_pending {
-            q = q.col_expr(dossier::Column::CorrectionPending, Expr::value(pending));
-        } else if status != Status::EnConstruction {
+            .col_expr(dossier::Column::FrozenBy, Expr::value(Option::<String>::None));
+        if status != Status::EnConstruction {
             q = q.col_expr(dossier::Column::CorrectionPending, Expr::value(false));
         }
         let res = q
@@ -977,11 +988,21 @@ impl Forms {
             .filter(dossier::Column::StatusVersion.lt(status_version))
             .exec(db)
             .await?;
+        // The correction flag of this very version may arrive after the status (a synchronous
+        // unfreeze mirrors the status first, the event brings the flag).
+        if let Some(pending) = correction_pending {
+            dossier::Entity::update_many()
+                .col_expr(dossier::Column::CorrectionPending, Expr::value(pending && status == Status::EnConstruction))
+                .filter(dossier::Column::Number.eq(number))
+                .filter(dossier::Column::StatusVersion.eq(status_version))
+                .exec(db)
+                .await?;
+        }
         Ok(res.rows_affected == 1)
     }
 }
 
-fn ensure_editable(row: &dossier::Model) -> Result<(), AppError> {
+pub(super) fn ensure_editable(row: &dossier::Model) -> Result<(), AppError> {
     let status = status_of(&row.status)?;
     if !status.is_editable() {
         return Err(not_editable(row.number, status));
@@ -1042,4 +1063,38 @@ fn decode_token(token: &str) -> Result<(DateTime<Utc>, i64), AppError> {
     let number: i64 = number.parse().map_err(|_| bad())?;
     let at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
     Ok((at, number))
+}
+
+impl Forms {
+    /// A page of the dossiers of a procedure for another service (exports, projections),
+    /// ordered by number after `after`. Role: system.
+    pub async fn procedure_dossiers(
+        &self,
+        who: &Principal,
+        procedure_id: &str,
+        numbers: &[i64],
+        statuses: &[Status],
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<DossierView>, AppError> {
+        use sea_orm::{QueryOrder, QuerySelect};
+        require(who, Role::System)?;
+        let mut q = dossier::Entity::find()
+            .filter(dossier::Column::ProcedureId.eq(procedure_id))
+            .filter(dossier::Column::Number.gt(after));
+        if !numbers.is_empty() {
+            q = q.filter(dossier::Column::Number.is_in(numbers.iter().copied()));
+        }
+        if statuses.is_empty() {
+            q = q.filter(dossier::Column::Status.ne(Status::Brouillon.as_str()));
+        } else {
+            q = q.filter(dossier::Column::Status.is_in(statuses.iter().map(|s| s.as_str())));
+        }
+        let rows = q.order_by_asc(dossier::Column::Number).limit(limit).all(&self.db).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(self.view(&self.db, row, Access::Owner).await?);
+        }
+        Ok(out)
+    }
 }

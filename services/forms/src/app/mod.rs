@@ -3,6 +3,7 @@
 //! return views the gRPC layer turns into responses.
 
 mod dossiers;
+mod files;
 mod procedures;
 
 use std::collections::HashMap;
@@ -20,7 +21,8 @@ use crate::domain::validate::Violation;
 use crate::store;
 
 pub use dossiers::{DossierView, HistoryPage, Patch, PatchOp, Scope};
-pub use procedures::{LoadOutcome, ProcedureUpdate, ProcedureView, RevisionState, RevisionView};
+pub use files::{UploadMeta, Download};
+pub use procedures::{LoadOutcome, ProcedureUpdate, ProcedureView, RevisionState, RevisionView, StoredNotice};
 
 /// Producer name in event metadata.
 pub const PRODUCER: &str = "forms";
@@ -65,6 +67,14 @@ pub enum AppError {
     /// The id exists already.
     #[error("{0} {1} already exists")]
     AlreadyExists(&'static str, String),
+    /// Over a size limit.
+    #[error("{what} exceeds {limit_bytes} bytes")]
+    TooLarge {
+        /// What.
+        what: String,
+        /// The limit.
+        limit_bytes: u64,
+    },
     /// Anything else.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -115,6 +125,7 @@ impl From<AppError> for ApiError {
                 current,
             },
             AppError::AlreadyExists(resource, id) => ApiError::AlreadyExists { resource, id },
+            AppError::TooLarge { what, limit_bytes } => ApiError::TooLarge { what, limit_bytes },
             AppError::Unexpected(e) => ApiError::Unexpected(e),
         }
     }
@@ -151,6 +162,7 @@ pub struct Forms {
     relay: RelayHandle,
     geo: &'static dyn Geo,
     limits: Limits,
+    files: crate::files::FileStore,
     forms_cache: Arc<RwLock<HashMap<String, Arc<FormDefinition>>>>,
 }
 
@@ -163,12 +175,19 @@ impl std::fmt::Debug for Forms {
 }
 
 impl Forms {
-    /// Use cases over `db`, publishing through the relay behind `relay`.
-    pub fn new(db: DatabaseConnection, relay: RelayHandle, geo: &'static dyn Geo) -> Self {
+    /// Use cases over `db`, publishing through the relay behind `relay`, storing attachments in
+    /// `files`.
+    pub fn new(
+        db: DatabaseConnection,
+        relay: RelayHandle,
+        geo: &'static dyn Geo,
+        files: crate::files::FileStore,
+    ) -> Self {
         Self {
             db,
             relay,
             geo,
+            files,
             limits: Limits::default(),
             forms_cache: Arc::default(),
         }

@@ -8,6 +8,7 @@ use mst_kit::auth::{Principal, Role};
 use mst_proto::events::{EventMetadata, ProcedureChanged, ProcedureRef};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, Set};
 
+
 use super::{AppError, Forms, PRODUCER, actor, page_size, require};
 use crate::domain::form::FormDefinition;
 use crate::domain::procedure::{Kind, ProcedureDefinition};
@@ -156,7 +157,7 @@ impl Forms {
                     kind: Set(def.kind.as_str().to_owned()),
                     estimated_filling_secs: Set(secs(def.estimated_filling_time)),
                     closing_at: Set(def.closing_at),
-                    notice_file_id: Set(None),
+                    notice: Set(None),
                     published_revision_id: Set(None),
                     draft_revision_id: Set(draft.clone()),
                     state: Set("draft".into()),
@@ -422,4 +423,236 @@ async fn emit_changed<C: ConnectionTrait>(
     };
     mst_bus::enqueue_event(txn, &event).await?;
     Ok(())
+}
+
+/// A procedure's notice document as stored in its row.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StoredNotice {
+    /// The file.
+    pub file: crate::domain::value::FileRef,
+    /// Its key in the file store.
+    pub key: String,
+}
+
+impl ProcedureView {
+    /// The notice document, if one was uploaded.
+    pub fn notice(&self) -> Option<StoredNotice> {
+        self.row.notice.as_deref().and_then(|n| serde_json::from_str(n).ok())
+    }
+}
+
+impl Forms {
+    /// Revisions of a procedure, newest first. Role: admin.
+    pub async fn revisions(
+        &self,
+        who: &Principal,
+        procedure_id: &str,
+        page_size_req: i32,
+        page_token: &str,
+    ) -> Result<(Vec<RevisionView>, String), AppError> {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+        require(who, Role::Admin)?;
+        self.procedure(procedure_id).await?;
+        let limit = page_size(page_size_req, 50, self.limits.max_page_size);
+        let mut q = revision::Entity::find()
+            .filter(revision::Column::ProcedureId.eq(procedure_id))
+            .order_by_desc(revision::Column::Number);
+        if !page_token.is_empty() {
+            let before: i32 = page_token.parse().map_err(|_| {
+                AppError::BadRequest(vec![("page_token".into(), "Jeton de page invalide".into())])
+            })?;
+            q = q.filter(revision::Column::Number.lt(before));
+        }
+        let rows = q.limit(limit + 1).all(&self.db).await?;
+        let more = rows.len() as u64 > limit;
+        let mut out = Vec::new();
+        for row in rows.into_iter().take(limit as usize) {
+            out.push(self.revision(&row.id).await?);
+        }
+        let next = match (more, out.last()) {
+            (true, Some(r)) => r.row.number.to_string(),
+            _ => String::new(),
+        };
+        Ok((out, next))
+    }
+
+    /// Replaces the fields of the draft revision at `expected_version`. Role: admin.
+    pub async fn update_draft(
+        &self,
+        who: &Principal,
+        procedure_id: &str,
+        expected_version: i64,
+        form: FormDefinition,
+    ) -> Result<RevisionView, AppError> {
+        require(who, Role::Admin)?;
+        let txn = mst_kit::db::begin_write(&self.db).await?;
+        let p = store::procedure(&txn, procedure_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("procedure", procedure_id.to_owned()))?;
+        let draft = store::revision(&txn, &p.draft_revision_id)
+            .await?
+            .ok_or_else(|| AppError::Unexpected(anyhow::anyhow!("draft revision missing")))?;
+        if draft.version != expected_version {
+            return Err(AppError::Stale {
+                resource: "revision",
+                id: draft.id.clone(),
+                expected: expected_version,
+                current: draft.version,
+            });
+        }
+        let id = draft.id.clone();
+        let version = draft.version + 1;
+        let mut active: revision::ActiveModel = draft.into();
+        active.definition = Set(serde_json::to_string(&form)?);
+        active.version = Set(version);
+        active.update(&txn).await?;
+        txn.commit().await?;
+        self.revision(&id).await
+    }
+
+    /// Publishes the draft revision at procedure version `expected_version`. Role: admin.
+    pub async fn publish(
+        &self,
+        who: &Principal,
+        procedure_id: &str,
+        expected_version: i64,
+    ) -> Result<(ProcedureView, RevisionView), AppError> {
+        require(who, Role::Admin)?;
+        let now = Utc::now();
+        let txn = mst_kit::db::begin_write(&self.db).await?;
+        let p = store::procedure(&txn, procedure_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("procedure", procedure_id.to_owned()))?;
+        if p.version != expected_version {
+            return Err(AppError::Stale {
+                resource: "procedure",
+                id: procedure_id.to_owned(),
+                expected: expected_version,
+                current: p.version,
+            });
+        }
+        let draft = store::revision(&txn, &p.draft_revision_id)
+            .await?
+            .ok_or_else(|| AppError::Unexpected(anyhow::anyhow!("draft revision missing")))?;
+        let published = match &p.published_revision_id {
+            Some(id) => store::revision(&txn, id).await?,
+            None => None,
+        };
+        let form: FormDefinition = serde_json::from_str(&draft.definition)?;
+        if form.fields().is_empty() || published.as_ref().is_some_and(|r| r.definition == draft.definition) {
+            return Err(AppError::WrongState {
+                reason: "NOTHING_TO_PUBLISH",
+                current: p.state.clone(),
+                message: "Le brouillon de formulaire est vide ou identique à la version publiée".into(),
+            });
+        }
+        let row = publish_draft(&txn, p, published, now).await?;
+        let view = ProcedureView::new(row)?;
+        emit_changed(&txn, who, &view, now).await?;
+        txn.commit().await?;
+        self.relay.wake();
+        let published_id = view.row.published_revision_id.clone().unwrap_or_default();
+        let revision = self.revision(&published_id).await?;
+        Ok((view, revision))
+    }
+
+    /// Stores the notice document of a procedure (PDF), replacing the previous one. Role: admin.
+    pub async fn set_notice<S>(
+        &self,
+        who: &Principal,
+        procedure_id: &str,
+        file_name: &str,
+        content_type: &str,
+        size: u64,
+        chunks: S,
+    ) -> Result<ProcedureView, AppError>
+    where
+        S: futures::Stream<Item = Result<bytes::Bytes, String>> + Unpin,
+    {
+        require(who, Role::Admin)?;
+        let view = self.procedure(procedure_id).await?;
+        let content_type = content_type.trim().to_ascii_lowercase();
+        if content_type != "application/pdf" {
+            return Err(AppError::BadRequest(vec![(
+                "metadata.content_type".into(),
+                "La notice doit être un document PDF".into(),
+            )]));
+        }
+        let name = file_name
+            .rsplit(['/', '\\'])
+            .next()
+            .map(|n| n.chars().filter(|c| !c.is_control()).take(200).collect::<String>())
+            .filter(|n| !n.trim().is_empty())
+            .ok_or_else(|| AppError::BadRequest(vec![("metadata.file_name".into(), "Nom de fichier invalide".into())]))?;
+        let limit = self.files.max_bytes;
+        if size > limit {
+            return Err(AppError::TooLarge {
+                what: "La notice".into(),
+                limit_bytes: limit,
+            });
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let key = format!("procedures/{}/notice-{id}", view.row.id);
+        let stored = self
+            .files
+            .put_stream(&key, &content_type, size, limit, chunks)
+            .await
+            .map_err(|e| match e {
+                crate::files::FileError::TooLarge(limit) => AppError::TooLarge {
+                    what: "La notice".into(),
+                    limit_bytes: limit,
+                },
+                crate::files::FileError::Store(e) => AppError::Unexpected(e.into()),
+                other => AppError::BadRequest(vec![("chunk".into(), format!("Notice refusée : {other}"))]),
+            })?;
+        let notice = StoredNotice {
+            file: crate::domain::value::FileRef {
+                id,
+                name,
+                content_type,
+                size: stored.size,
+                sha256: stored.sha256,
+            },
+            key: key.clone(),
+        };
+        let previous = view.notice();
+        let txn = mst_kit::db::begin_write(&self.db).await?;
+        let row = store::procedure(&txn, procedure_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("procedure", procedure_id.to_owned()))?;
+        let version = row.version + 1;
+        let mut active: procedure::ActiveModel = row.into();
+        active.notice = Set(Some(serde_json::to_string(&notice)?));
+        active.version = Set(version);
+        active.updated_at = Set(Utc::now());
+        let updated = match active.update(&txn).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.files.delete(&key).await;
+                return Err(e.into());
+            }
+        };
+        txn.commit().await?;
+        if let Some(old) = previous {
+            self.files.delete(&old.key).await;
+        }
+        ProcedureView::new(updated)
+    }
+
+    /// The content of a procedure's notice.
+    pub async fn notice_content(
+        &self,
+        procedure_id: &str,
+    ) -> Result<(StoredNotice, crate::files::ByteStream), AppError> {
+        let view = self.procedure(procedure_id).await?;
+        let notice = view
+            .notice()
+            .ok_or_else(|| AppError::NotFound("notice", procedure_id.to_owned()))?;
+        let stream = self
+            .files
+            .get_stream(&notice.key)
+            .await
+            .map_err(|e| AppError::Unexpected(e.into()))?;
+        Ok((notice, stream))
+    }
 }

@@ -653,6 +653,11 @@ impl IntoIterator for Answers {
 /// 01:00 UTC, to the last Sunday of October, 01:00 UTC; UTC+1 otherwise), which is all a
 /// calendar-date comparison needs without a time-zone database.
 pub fn paris_date(instant: DateTime<Utc>) -> NaiveDate {
+    paris_datetime(instant).date()
+}
+
+/// The wall-clock date and time of an instant in Europe/Paris (same rule as [`paris_date`]).
+pub fn paris_datetime(instant: DateTime<Utc>) -> NaiveDateTime {
     let utc = instant.naive_utc();
     let summer = |year: i32| -> Option<(NaiveDateTime, NaiveDateTime)> {
         Some((
@@ -664,8 +669,7 @@ pub fn paris_date(instant: DateTime<Utc>) -> NaiveDate {
         Some((start, end)) if start <= utc && utc < end => 2,
         _ => 1,
     };
-    utc.checked_add_signed(TimeDelta::hours(offset))
-        .map_or(utc.date(), |local| local.date())
+    utc.checked_add_signed(TimeDelta::hours(offset)).unwrap_or(utc)
 }
 
 /// Last Sunday of a 31-day month.

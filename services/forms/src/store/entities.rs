@@ -21,8 +21,8 @@ pub mod procedure {
         pub estimated_filling_secs: i64,
         /// Closing instant.
         pub closing_at: Option<DateTimeUtc>,
-        /// Notice document (files.id).
-        pub notice_file_id: Option<String>,
+        /// Notice document: its file reference and storage key, as JSON.
+        pub notice: Option<String>,
         /// Published revision.
         pub published_revision_id: Option<String>,
         /// Draft revision.

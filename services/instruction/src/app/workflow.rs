@@ -1,0 +1,854 @@
+//! The dossier workflow: deposits recorded for forms, instructeur transitions (with the forms
+//! freeze that makes invariant I1 hold), follows, access checks, and the projections of forms'
+//! events. Every accepted command writes a traitement and its event in the transaction that
+//! changes the status.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use mst_kit::auth::{Principal, Role, ServiceToken};
+use mst_proto::events::{self as ev, EventMetadata};
+use mst_proto::forms::forms_internal_service_client::FormsInternalServiceClient;
+use mst_proto::forms::{FreezeDossierRequest, UnfreezeDossierRequest, UnfreezeReason};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use serde::{Deserialize, Serialize};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use super::{AppError, Instruction, PRODUCER, require};
+use crate::domain::{
+    Actor, Command, Context, DossierState, EventKind, Status, StatusChange, TransitionKind,
+    WorkflowEvent, apply,
+};
+use crate::store::{self, deposit, dossier, follow, invitee, procedure, traitement};
+
+type FormsClient = FormsInternalServiceClient<InterceptedService<Channel, ServiceToken>>;
+
+/// The forms service's freeze API (invariant I1), called before a dossier passes en instruction.
+#[derive(Clone, Debug)]
+pub struct FormsFreeze {
+    client: Option<FormsClient>,
+}
+
+impl FormsFreeze {
+    /// Freezes through the forms service at `channel`, authenticated with `token`.
+    pub fn new(channel: Channel, token: ServiceToken) -> Self {
+        Self {
+            client: Some(FormsInternalServiceClient::with_interceptor(channel, token)),
+        }
+    }
+
+    /// No forms service configured: every transition that needs a freeze fails as unavailable
+    /// (used where only the roster or deposits are exercised).
+    pub fn unconfigured() -> Self {
+        Self { client: None }
+    }
+
+    fn client(&self) -> Result<FormsClient, AppError> {
+        self.client
+            .clone()
+            .ok_or_else(|| AppError::Unavailable("no forms service configured".into()))
+    }
+
+    async fn freeze(&self, number: i64, operation_id: &str, status_version: i64) -> Result<i64, AppError> {
+        let response = self
+            .client()?
+            .freeze_dossier(FreezeDossierRequest {
+                number,
+                operation_id: operation_id.to_owned(),
+                target_status: ev::DossierStatus::EnInstruction as i32,
+                status_version,
+            })
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::FailedPrecondition => AppError::WrongState {
+                    reason: "DOSSIER_FROZEN",
+                    current: Status::EnConstruction.as_str().into(),
+                    message: format!("Le dossier n° {number} est déjà en cours de transition"),
+                },
+                _ => AppError::Unavailable(format!("forms freeze: {}", s.message())),
+            })?;
+        Ok(response.into_inner().content_version)
+    }
+
+    async fn rollback(&self, number: i64, operation_id: &str) {
+        let Ok(mut client) = self.client() else { return };
+        let request = UnfreezeDossierRequest {
+            number,
+            operation_id: operation_id.to_owned(),
+            reason: UnfreezeReason::Rollback as i32,
+            status_version: 0,
+        };
+        if let Err(s) = client.unfreeze_dossier(request).await {
+            tracing::warn!(dossier = number, error = %s, "could not release a freeze after a failed transition");
+        }
+    }
+
+    async fn returned(&self, number: i64, operation_id: &str, status_version: i64) {
+        let Ok(mut client) = self.client() else { return };
+        let request = UnfreezeDossierRequest {
+            number,
+            operation_id: operation_id.to_owned(),
+            reason: UnfreezeReason::ReturnedToConstruction as i32,
+            status_version,
+        };
+        if let Err(s) = client.unfreeze_dossier(request).await {
+            // The forms consumer of the status event releases it too.
+            tracing::warn!(dossier = number, error = %s, "could not tell forms the dossier is editable again");
+        }
+    }
+}
+
+/// A dossier as an instructeur sees it.
+#[derive(Debug, Clone)]
+pub struct DossierView {
+    /// The row.
+    pub row: dossier::Model,
+    /// Its procedure, when known.
+    pub procedure: Option<procedure::Model>,
+    /// Its groupe's label.
+    pub groupe_label: Option<String>,
+    /// Status history.
+    pub traitements: Vec<traitement::Model>,
+    /// Current followers.
+    pub followers: Vec<follow::Model>,
+    /// Current invitees.
+    pub invitees: Vec<invitee::Model>,
+    /// Whether the caller follows it.
+    pub followed_by_me: bool,
+}
+
+/// The result of an accepted command.
+pub type Transition = DossierView;
+
+/// What forms sends with a deposit.
+#[derive(Debug, Clone)]
+pub struct DepositInput {
+    /// Dossier number.
+    pub number: i64,
+    /// Idempotency key.
+    pub deposit_id: String,
+    /// Procedure.
+    pub procedure: ev::ProcedureRef,
+    /// Revision.
+    pub revision_id: String,
+    /// Owner.
+    pub owner_email: String,
+    /// Current invitees.
+    pub invitee_emails: Vec<String>,
+    /// Content version deposited.
+    pub content_version: i64,
+    /// Headline.
+    pub headline: Headline,
+    /// Creation time of the brouillon.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Headline columns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headline {
+    /// Title.
+    pub title: String,
+    /// Structure.
+    pub structure_name: String,
+    /// SIRET.
+    pub siret: String,
+    /// Région.
+    pub region_code: String,
+    /// Département.
+    pub departement_code: String,
+    /// CPAM.
+    pub cpam: String,
+}
+
+/// The answer to a deposit (stored for idempotent replays).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepositResult {
+    /// Whether a pending correction was resolved (else: brouillon → en_construction).
+    pub correction_resolved: bool,
+    /// Status version after.
+    pub status_version: i64,
+    /// Routed groupe (id, label).
+    pub groupe: Option<(String, String)>,
+    /// First deposit time.
+    pub deposited_at: DateTime<Utc>,
+}
+
+/// How a person relates to a dossier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    /// Owner.
+    Owner,
+    /// Current invitee.
+    Invitee,
+    /// Declared instructeur of its groupe (deposited dossiers only).
+    Instructeur,
+    /// Follower.
+    Follower,
+}
+
+/// The answer to an access check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessAnswer {
+    /// Every relation that holds.
+    pub relations: Vec<Relation>,
+    /// The dossier's status and version, archived flag, when known.
+    pub state: Option<(Status, i64, bool)>,
+}
+
+fn parse_status(s: &str) -> Result<Status, AppError> {
+    s.parse::<Status>()
+        .map_err(|_| AppError::Unexpected(anyhow::anyhow!("unknown stored status {s:?}")))
+}
+
+/// The domain state of a stored dossier.
+fn state_of(row: &dossier::Model, followers: &[follow::Model]) -> Result<DossierState, AppError> {
+    let followers: BTreeSet<String> = followers.iter().map(|f| f.email.clone()).collect();
+    DossierState::restore(
+        parse_status(&row.status)?,
+        row.archived,
+        row.correction_pending,
+        row.version,
+        followers,
+    )
+    .map_err(|e| AppError::Unexpected(anyhow::anyhow!("dossier {} is inconsistent: {e:?}", row.number)))
+}
+
+/// The event enum of a status.
+pub fn status_to_pb(status: Status) -> ev::DossierStatus {
+    match status {
+        Status::Brouillon => ev::DossierStatus::Brouillon,
+        Status::EnConstruction => ev::DossierStatus::EnConstruction,
+        Status::EnInstruction => ev::DossierStatus::EnInstruction,
+        Status::Accepte => ev::DossierStatus::Accepte,
+        Status::Refuse => ev::DossierStatus::Refuse,
+        Status::SansSuite => ev::DossierStatus::SansSuite,
+    }
+}
+
+/// The event enum of a transition.
+pub fn transition_to_pb(t: TransitionKind) -> ev::DossierTransition {
+    match t {
+        TransitionKind::Deposer => ev::DossierTransition::Deposer,
+        TransitionKind::PasserEnInstruction => ev::DossierTransition::PasserEnInstruction,
+        TransitionKind::PasserEnInstructionAuto => ev::DossierTransition::PasserEnInstructionAuto,
+        TransitionKind::RepasserEnConstruction => ev::DossierTransition::RepasserEnConstruction,
+        TransitionKind::DemanderCorrection => ev::DossierTransition::DemanderCorrection,
+        TransitionKind::Accepter => ev::DossierTransition::Accepter,
+        TransitionKind::Refuser => ev::DossierTransition::Refuser,
+        TransitionKind::ClasserSansSuite => ev::DossierTransition::ClasserSansSuite,
+        TransitionKind::RepasserEnInstruction => ev::DossierTransition::RepasserEnInstruction,
+    }
+}
+
+fn role_of(actor: &Actor) -> (&'static str, ev::Role) {
+    match actor {
+        Actor::Owner { .. } | Actor::Invitee { .. } => ("promoteur", ev::Role::Promoteur),
+        Actor::Instructeur { .. } | Actor::UndeclaredInstructeur { .. } => ("instructeur", ev::Role::Instructeur),
+        Actor::Admin { .. } => ("admin", ev::Role::Admin),
+        Actor::System { .. } => ("system", ev::Role::System),
+        Actor::Other { .. } => ("other", ev::Role::Unspecified),
+    }
+}
+
+impl Instruction {
+    async fn procedure_ref<C: ConnectionTrait>(&self, db: &C, id: &str) -> Result<(ev::ProcedureRef, Option<DateTime<Utc>>), AppError> {
+        let p = store::procedure(db, id).await?;
+        Ok(match p {
+            Some(p) => (
+                ev::ProcedureRef {
+                    id: p.id.clone(),
+                    title: p.title.clone(),
+                    kind: if p.kind == "action" { ev::DossierKind::Action } else { ev::DossierKind::Projet } as i32,
+                },
+                p.closing_at,
+            ),
+            None => (
+                ev::ProcedureRef {
+                    id: id.to_owned(),
+                    ..Default::default()
+                },
+                None,
+            ),
+        })
+    }
+
+    /// Writes the traitement, the status columns and the event of an accepted command, in `txn`.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_transition<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        row: &dossier::Model,
+        state: &DossierState,
+        event: &WorkflowEvent,
+        traitement_id: &str,
+        content_version: i64,
+        auto_follow: Option<&str>,
+        groupe_id: Option<String>,
+    ) -> Result<(), AppError> {
+        let now = event.at;
+        let (role_name, role) = role_of(&event.actor);
+        let mut active: dossier::ActiveModel = row.clone().into();
+        active.status = Set(state.status().as_str().to_owned());
+        active.version = Set(state.version());
+        active.archived = Set(state.is_archived());
+        active.correction_pending = Set(state.is_correction_pending());
+        active.content_version = Set(content_version);
+        active.updated_at = Set(now);
+        if groupe_id.is_some() {
+            active.groupe_id = Set(groupe_id.clone());
+        }
+        let (from, to, transition, motivation, justificatif, reason) = match &event.kind {
+            EventKind::StatusChanged(StatusChange {
+                from,
+                to,
+                transition,
+                motivation,
+                justificatif,
+                correction_reason,
+            }) => {
+                match to {
+                    Status::EnConstruction if row.deposited_at.is_none() => active.deposited_at = Set(Some(now)),
+                    Status::EnInstruction => active.en_instruction_at = Set(Some(now)),
+                    s if s.is_decided() => active.decided_at = Set(Some(now)),
+                    _ => {}
+                }
+                (*from, *to, transition.as_str().to_owned(), motivation.clone(), justificatif.clone(), *correction_reason)
+            }
+            EventKind::CorrectionResolved => (state.status(), state.status(), "correction_resolved".into(), None, None, None),
+            EventKind::Archived { status } => {
+                active.archived_at = Set(Some(now));
+                (*status, *status, "archive".into(), None, None, None)
+            }
+            EventKind::Unarchived { status } => {
+                active.archived_at = Set(None);
+                (*status, *status, "unarchive".into(), None, None, None)
+            }
+        };
+        let saved = active.update(txn).await?;
+        traitement::ActiveModel {
+            id: Set(traitement_id.to_owned()),
+            dossier_number: Set(row.number),
+            from_status: Set(from.as_str().to_owned()),
+            to_status: Set(to.as_str().to_owned()),
+            transition: Set(transition),
+            actor_email: Set(event.actor.email().to_owned()),
+            actor_role: Set(role_name.to_owned()),
+            motivation: Set(motivation.clone().unwrap_or_default()),
+            justificatif: Set(justificatif.as_ref().map(|j| {
+                serde_json::json!({"id": j.id, "file_name": j.file_name, "content_type": j.content_type, "size_bytes": j.size_bytes, "sha256": j.sha256}).to_string()
+            })),
+            correction_reason: Set(reason.map(|r| r.as_str().to_owned())),
+            status_version: Set(state.version()),
+            content_version: Set(content_version),
+            at: Set(now),
+        }
+        .insert(txn)
+        .await?;
+        if let Some(email) = auto_follow {
+            follow::ActiveModel {
+                dossier_number: Set(row.number),
+                email: Set(email.to_owned()),
+                followed_at: Set(now),
+                unfollowed_at: Set(None),
+                ..Default::default()
+            }
+            .insert(txn)
+            .await?;
+        }
+        let (procedure, _) = self.procedure_ref(txn, &row.procedure_id).await?;
+        let metadata = Some(EventMetadata::new(
+            PRODUCER,
+            ev::Actor {
+                email: event.actor.email().to_owned(),
+                role: role as i32,
+            },
+        ));
+        let invitees: Vec<String> = store::invitees(txn, row.number).await?.into_iter().map(|i| i.email).collect();
+        match &event.kind {
+            EventKind::StatusChanged(change) => {
+                let e = ev::DossierStatusChanged {
+                    metadata,
+                    number: row.number,
+                    procedure: Some(procedure),
+                    from_status: status_to_pb(change.from) as i32,
+                    to_status: status_to_pb(change.to) as i32,
+                    transition: transition_to_pb(change.transition) as i32,
+                    motivation: change.motivation.clone().unwrap_or_default(),
+                    justificatif: change.justificatif.as_ref().map(|j| ev::FileRef {
+                        id: j.id.clone(),
+                        file_name: j.file_name.clone(),
+                        content_type: j.content_type.clone(),
+                        size_bytes: i64::try_from(j.size_bytes).unwrap_or(i64::MAX),
+                        sha256: j.sha256.clone(),
+                    }),
+                    groupe_id: saved.groupe_id.clone().unwrap_or_default(),
+                    owner_email: row.owner_email.clone(),
+                    invitee_emails: invitees,
+                    status_version: state.version(),
+                    traitement_id: traitement_id.to_owned(),
+                    correction_reason: change
+                        .correction_reason
+                        .map(|r| match r {
+                            crate::domain::CorrectionReason::Incorrect => ev::CorrectionReason::Incorrect,
+                            crate::domain::CorrectionReason::Incomplete => ev::CorrectionReason::Incomplete,
+                            crate::domain::CorrectionReason::Outdated => ev::CorrectionReason::Outdated,
+                            crate::domain::CorrectionReason::Other => ev::CorrectionReason::Other,
+                        })
+                        .unwrap_or(ev::CorrectionReason::Unspecified) as i32,
+                    content_version,
+                };
+                mst_bus::enqueue_event(txn, &e).await?;
+            }
+            EventKind::CorrectionResolved => {
+                let e = ev::DossierCorrectionResolved {
+                    metadata,
+                    number: row.number,
+                    procedure: Some(procedure),
+                    correction_traitement_id: traitement_id.to_owned(),
+                    status_version: state.version(),
+                    content_version,
+                };
+                mst_bus::enqueue_event(txn, &e).await?;
+            }
+            EventKind::Archived { status } => {
+                let e = ev::DossierArchived {
+                    metadata,
+                    number: row.number,
+                    procedure: Some(procedure),
+                    status: status_to_pb(*status) as i32,
+                    status_version: state.version(),
+                };
+                mst_bus::enqueue_event(txn, &e).await?;
+            }
+            EventKind::Unarchived { status } => {
+                let e = ev::DossierUnarchived {
+                    metadata,
+                    number: row.number,
+                    procedure: Some(procedure),
+                    status: status_to_pb(*status) as i32,
+                    status_version: state.version(),
+                };
+                mst_bus::enqueue_event(txn, &e).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a deposit forms made (brouillon → en_construction, or the resolution of a pending
+    /// correction). Idempotent per deposit id. Role: system.
+    pub async fn record_deposit(&self, who: &Principal, input: DepositInput) -> Result<DepositResult, AppError> {
+        require(who, Role::System)?;
+        let now = Utc::now();
+        let number = input.number;
+        let txn = mst_kit::db::begin_write(self.db()).await?;
+        if let Some(done) = deposit::Entity::find_by_id(input.deposit_id.clone()).one(&txn).await? {
+            txn.rollback().await?;
+            return Ok(serde_json::from_str(&done.response)?);
+        }
+        self.upsert_procedure_ref(&txn, &input.procedure).await?;
+        let row = match store::dossier_for_update(&txn, number).await? {
+            Some(row) => row,
+            None => {
+                self.insert_brouillon(&txn, number, &input.procedure.id, &input.revision_id, &input.owner_email, input.created_at)
+                    .await?;
+                store::dossier_for_update(&txn, number).await?.ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?
+            }
+        };
+        if row.owner_email != input.owner_email {
+            return Err(AppError::Forbidden(format!("{} does not own dossier {number}", input.owner_email)));
+        }
+        let followers = store::followers(&txn, number).await?;
+        let state = state_of(&row, &followers)?;
+        let (_, closing_at) = self.procedure_ref(&txn, &row.procedure_id).await?;
+        let command = state.deposit_command();
+        let resolving = matches!(command, Command::ResolveCorrection);
+        let t = apply(
+            &state,
+            &Actor::Owner { email: row.owner_email.clone() },
+            command,
+            Context { now, closing_at },
+        )
+        .map_err(|e| AppError::transition(number, e))?;
+        let h = &input.headline;
+        let groupe = if resolving {
+            None
+        } else {
+            super::roster::route_on(&txn, &h.cpam, &h.departement_code).await?
+        };
+        let mut active: dossier::ActiveModel = row.clone().into();
+        active.title = Set(h.title.clone());
+        active.structure_name = Set(h.structure_name.clone());
+        active.siret = Set(h.siret.clone());
+        active.region_code = Set(h.region_code.clone());
+        active.departement_code = Set(h.departement_code.clone());
+        active.cpam = Set(h.cpam.clone());
+        let row = active.update(&txn).await?;
+        let traitement_id = uuid::Uuid::now_v7().to_string();
+        self.commit_transition(
+            &txn,
+            &row,
+            &t.state,
+            &t.event,
+            &traitement_id,
+            input.content_version,
+            None,
+            groupe.as_ref().map(|(id, _)| id.clone()),
+        )
+        .await?;
+        let result = DepositResult {
+            correction_resolved: resolving,
+            status_version: t.state.version(),
+            groupe: match groupe {
+                Some(g) => Some(g),
+                None => self.groupe_of_row(&txn, &row).await?,
+            },
+            deposited_at: row.deposited_at.unwrap_or(now),
+        };
+        deposit::ActiveModel {
+            deposit_id: Set(input.deposit_id),
+            dossier_number: Set(number),
+            response: Set(serde_json::to_string(&result)?),
+            at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        self.relay().wake();
+        tracing::info!(dossier = number, resolved = resolving, "deposit recorded");
+        Ok(result)
+    }
+
+    async fn groupe_of_row<C: ConnectionTrait>(&self, db: &C, row: &dossier::Model) -> Result<Option<(String, String)>, AppError> {
+        let Some(id) = &row.groupe_id else { return Ok(None) };
+        let label = store::roster::groupe(db, id).await?.map(|g| g.label).unwrap_or_default();
+        Ok(Some((id.clone(), label)))
+    }
+
+    async fn upsert_procedure_ref<C: ConnectionTrait>(&self, db: &C, p: &ev::ProcedureRef) -> Result<(), AppError> {
+        let kind = if p.kind == ev::DossierKind::Action as i32 { "action" } else { "projet" };
+        procedure::Entity::insert(procedure::ActiveModel {
+            id: Set(p.id.clone()),
+            title: Set(p.title.clone()),
+            kind: Set(kind.into()),
+            closing_at: Set(None),
+            version: Set(0),
+        })
+        .on_conflict_do_nothing()
+        .exec(db)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_brouillon<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        number: i64,
+        procedure_id: &str,
+        revision_id: &str,
+        owner: &str,
+        created_at: DateTime<Utc>,
+    ) -> Result<(), AppError> {
+        dossier::Entity::insert(dossier::ActiveModel {
+            number: Set(number),
+            procedure_id: Set(procedure_id.to_owned()),
+            revision_id: Set(revision_id.to_owned()),
+            owner_email: Set(owner.to_owned()),
+            status: Set(Status::Brouillon.as_str().to_owned()),
+            version: Set(1),
+            archived: Set(false),
+            correction_pending: Set(false),
+            groupe_id: Set(None),
+            title: Set(String::new()),
+            structure_name: Set(String::new()),
+            siret: Set(String::new()),
+            region_code: Set(String::new()),
+            departement_code: Set(String::new()),
+            cpam: Set(String::new()),
+            content_version: Set(1),
+            created_at: Set(created_at),
+            deposited_at: Set(None),
+            en_instruction_at: Set(None),
+            decided_at: Set(None),
+            archived_at: Set(None),
+            updated_at: Set(created_at),
+            deleted: Set(false),
+        })
+        .on_conflict_do_nothing()
+        .exec(db)
+        .await?;
+        Ok(())
+    }
+
+    /// The workflow actor of a caller on a dossier: an instructeur is checked against the roster
+    /// and the dossier's groupe.
+    async fn actor_for(&self, who: &Principal, row: &dossier::Model) -> Result<Actor, AppError> {
+        if who.has(Role::Instructeur) {
+            let groupes = self.groupes_of(&who.email).await?;
+            return Ok(if groupes.is_empty() {
+                Actor::UndeclaredInstructeur { email: who.email.clone() }
+            } else {
+                Actor::Instructeur {
+                    email: who.email.clone(),
+                    of_groupe: row.groupe_id.as_ref().is_some_and(|g| groupes.contains(g)),
+                }
+            });
+        }
+        if who.email == row.owner_email {
+            return Ok(Actor::Owner { email: who.email.clone() });
+        }
+        if who.has(Role::Admin) {
+            return Ok(Actor::Admin { email: who.email.clone() });
+        }
+        Ok(Actor::Other { email: who.email.clone() })
+    }
+
+    /// Applies an instructeur's command at `expected_version`. Passing en instruction first has
+    /// forms freeze the dossier (I1): a save racing the transition either landed before the
+    /// freeze — and is part of what is examined — or is refused; the freeze is released if the
+    /// transition then fails.
+    pub async fn transition(
+        &self,
+        who: &Principal,
+        number: i64,
+        expected_version: i64,
+        command: Command,
+    ) -> Result<DossierView, AppError> {
+        let now = Utc::now();
+        let row = store::dossier(self.db(), number).await?.ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
+        let actor = self.actor_for(who, &row).await?;
+        let followers = store::followers(self.db(), number).await?;
+        let state = state_of(&row, &followers)?;
+        let (_, closing_at) = self.procedure_ref(self.db(), &row.procedure_id).await?;
+        let context = Context { now, closing_at };
+        // Decide first (authorization and state), so that a refused command freezes nothing.
+        let planned = apply(&state, &actor, command.clone(), context).map_err(|e| AppError::transition(number, e))?;
+        if row.version != expected_version {
+            return Err(AppError::Stale {
+                resource: "dossier",
+                id: number.to_string(),
+                expected: expected_version,
+                current: row.version,
+            });
+        }
+        let traitement_id = uuid::Uuid::now_v7().to_string();
+        let freezes = state.status() == Status::EnConstruction && planned.state.status() == Status::EnInstruction;
+        let content_version = if freezes {
+            self.forms.freeze(number, &traitement_id, planned.state.version()).await?
+        } else {
+            row.content_version
+        };
+        let result = self.commit_command(&actor, number, expected_version, command, context, &traitement_id, content_version).await;
+        match &result {
+            Err(_) if freezes => self.forms.rollback(number, &traitement_id).await,
+            Ok(view) if view.row.status == Status::EnConstruction.as_str() && state.status() != Status::EnConstruction => {
+                self.forms.returned(number, &traitement_id, view.row.version).await;
+            }
+            _ => {}
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_command(
+        &self,
+        actor: &Actor,
+        number: i64,
+        expected_version: i64,
+        command: Command,
+        context: Context,
+        traitement_id: &str,
+        content_version: i64,
+    ) -> Result<DossierView, AppError> {
+        let txn = mst_kit::db::begin_write(self.db()).await?;
+        let row = store::dossier_for_update(&txn, number).await?.ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
+        if row.version != expected_version {
+            return Err(AppError::Stale {
+                resource: "dossier",
+                id: number.to_string(),
+                expected: expected_version,
+                current: row.version,
+            });
+        }
+        let followers = store::followers(&txn, number).await?;
+        let state = state_of(&row, &followers)?;
+        let t = apply(&state, actor, command, context).map_err(|e| AppError::transition(number, e))?;
+        self.commit_transition(&txn, &row, &t.state, &t.event, traitement_id, content_version, t.auto_follow.as_deref(), None)
+            .await?;
+        txn.commit().await?;
+        self.relay().wake();
+        let who_email = actor.email().to_owned();
+        self.view(number, &who_email).await
+    }
+
+    async fn view(&self, number: i64, me: &str) -> Result<DossierView, AppError> {
+        let db = self.db();
+        let row = store::dossier(db, number).await?.ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
+        let followers = store::followers(db, number).await?;
+        Ok(DossierView {
+            procedure: store::procedure(db, &row.procedure_id).await?,
+            groupe_label: self.groupe_of_row(db, &row).await?.map(|(_, l)| l),
+            traitements: store::traitements(db, number).await?,
+            invitees: store::invitees(db, number).await?,
+            followed_by_me: followers.iter().any(|f| f.email == me),
+            followers,
+            row,
+        })
+    }
+
+    /// A dossier for a declared instructeur of its groupe (never a brouillon) or an admin.
+    pub async fn dossier(&self, who: &Principal, number: i64) -> Result<DossierView, AppError> {
+        let row = store::dossier(self.db(), number).await?.ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
+        let visible = match self.actor_for(who, &row).await? {
+            Actor::Instructeur { of_groupe: true, .. } | Actor::Admin { .. } => row.status != Status::Brouillon.as_str() && !row.deleted,
+            _ => false,
+        };
+        if !visible {
+            return Err(AppError::NotFound("dossier", number.to_string()));
+        }
+        self.view(number, &who.email).await
+    }
+
+    /// Follows (or, with `follow = false`, unfollows) a dossier; idempotent.
+    pub async fn set_follow(&self, who: &Principal, number: i64, follow_it: bool) -> Result<DossierView, AppError> {
+        let row = store::dossier(self.db(), number).await?.ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
+        let actor = self.actor_for(who, &row).await?;
+        let txn = mst_kit::db::begin_write(self.db()).await?;
+        let row = store::dossier_for_update(&txn, number).await?.ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
+        let followers = store::followers(&txn, number).await?;
+        let state = state_of(&row, &followers)?;
+        let outcome = if follow_it {
+            crate::domain::follow(&state, &actor)
+        } else {
+            crate::domain::unfollow(&state, &actor)
+        }
+        .map_err(|e| AppError::transition(number, e))?;
+        if outcome.changed {
+            let now = Utc::now();
+            if follow_it {
+                follow::ActiveModel {
+                    dossier_number: Set(number),
+                    email: Set(who.email.clone()),
+                    followed_at: Set(now),
+                    unfollowed_at: Set(None),
+                    ..Default::default()
+                }
+                .insert(&txn)
+                .await?;
+            } else {
+                store::close_follow(&txn, number, &who.email, now).await?;
+            }
+        }
+        txn.commit().await?;
+        self.view(number, &who.email).await
+    }
+
+    /// How `email` relates to dossier `number`. Role: system.
+    pub async fn check_access(&self, who: &Principal, number: i64, email: &str, instructeur: bool) -> Result<AccessAnswer, AppError> {
+        require(who, Role::System)?;
+        let db = self.db();
+        let Some(row) = store::dossier(db, number).await? else {
+            return Ok(AccessAnswer { relations: Vec::new(), state: None });
+        };
+        let status = parse_status(&row.status)?;
+        let mut relations = Vec::new();
+        if row.owner_email == email {
+            relations.push(Relation::Owner);
+        }
+        if store::invitees(db, number).await?.iter().any(|i| i.email == email) {
+            relations.push(Relation::Invitee);
+        }
+        if instructeur && status != Status::Brouillon && !row.deleted {
+            let groupes = self.groupes_of(email).await?;
+            if row.groupe_id.as_ref().is_some_and(|g| groupes.contains(g)) {
+                relations.push(Relation::Instructeur);
+                if store::followers(db, number).await?.iter().any(|f| f.email == email) {
+                    relations.push(Relation::Follower);
+                }
+            }
+        }
+        Ok(AccessAnswer {
+            relations,
+            state: Some((status, row.version, row.archived)),
+        })
+    }
+
+    /// Projection of forms' `DossierCreated`: the brouillon exists (idempotent).
+    pub async fn on_dossier_created<C: ConnectionTrait>(&self, txn: &C, e: &ev::DossierCreated) -> Result<(), AppError> {
+        if let Some(p) = &e.procedure {
+            self.upsert_procedure_ref(txn, p).await?;
+        }
+        let created = e
+            .metadata
+            .as_ref()
+            .and_then(|m| m.occurred_at.as_ref())
+            .and_then(|t| DateTime::from_timestamp(t.seconds, 0))
+            .unwrap_or_else(Utc::now);
+        let procedure_id = e.procedure.as_ref().map(|p| p.id.clone()).unwrap_or_default();
+        self.insert_brouillon(txn, e.number, &procedure_id, &e.revision_id, &e.owner_email, created).await
+    }
+
+    /// Projection of forms' invitation events.
+    pub async fn on_invitation<C: ConnectionTrait>(&self, txn: &C, number: i64, invitation_id: &str, email: &str, revoked: bool) -> Result<(), AppError> {
+        let now = Utc::now();
+        if revoked {
+            invitee::Entity::update_many()
+                .col_expr(invitee::Column::Until, Expr::value(now))
+                .filter(invitee::Column::DossierNumber.eq(number))
+                .filter(invitee::Column::InvitationId.eq(invitation_id))
+                .exec(txn)
+                .await?;
+        } else {
+            invitee::Entity::insert(invitee::ActiveModel {
+                dossier_number: Set(number),
+                invitation_id: Set(invitation_id.to_owned()),
+                email: Set(email.to_owned()),
+                since: Set(now),
+                until: Set(None),
+            })
+            .on_conflict_do_nothing()
+            .exec(txn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Projection of forms' `DossierDeleted`.
+    pub async fn on_dossier_deleted<C: ConnectionTrait>(&self, txn: &C, number: i64) -> Result<(), AppError> {
+        dossier::Entity::update_many()
+            .col_expr(dossier::Column::Deleted, Expr::value(true))
+            .filter(dossier::Column::Number.eq(number))
+            .filter(dossier::Column::Status.eq(Status::Brouillon.as_str()))
+            .exec(txn)
+            .await?;
+        Ok(())
+    }
+
+    /// Projection of forms' `ProcedureChanged` (titles, closing date), ignoring stale versions.
+    pub async fn on_procedure_changed<C: ConnectionTrait>(&self, txn: &C, e: &ev::ProcedureChanged) -> Result<(), AppError> {
+        let Some(p) = &e.procedure else { return Ok(()) };
+        self.upsert_procedure_ref(txn, p).await?;
+        let closing_at = e.closing_at.as_ref().and_then(|t| DateTime::from_timestamp(t.seconds, 0));
+        procedure::Entity::update_many()
+            .col_expr(procedure::Column::Title, Expr::value(p.title.clone()))
+            .col_expr(procedure::Column::ClosingAt, Expr::value(closing_at))
+            .col_expr(procedure::Column::Version, Expr::value(e.version))
+            .filter(procedure::Column::Id.eq(p.id.clone()))
+            .filter(procedure::Column::Version.lt(e.version))
+            .exec(txn)
+            .await?;
+        Ok(())
+    }
+
+    /// Projection of forms' `DossierContentChanged`: the content version instructeurs see.
+    pub async fn on_content_changed<C: ConnectionTrait>(&self, txn: &C, number: i64, version: i64) -> Result<(), AppError> {
+        dossier::Entity::update_many()
+            .col_expr(dossier::Column::ContentVersion, Expr::value(version))
+            .filter(dossier::Column::Number.eq(number))
+            .filter(dossier::Column::ContentVersion.lt(version))
+            .exec(txn)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,217 @@
+//! Helpers of the end-to-end tests: tokens, authenticated requests, clients, a small test
+//! procedure, and the roster of one CPAM groupe.
+
+use std::time::Duration;
+
+use mst_e2e::Stack;
+use mst_kit::auth::Role;
+use mst_proto::forms as pb;
+use mst_proto::forms::forms_service_client::FormsServiceClient;
+use mst_proto::forms::procedure_admin_service_client::ProcedureAdminServiceClient;
+use mst_proto::instruction::roster_service_client::RosterServiceClient;
+use tonic::transport::Channel;
+
+pub const ADMIN: &str = "admin@cnamts.example";
+pub const OWNER: &str = "marie.dupont@asso-souffle.example";
+pub const INSTRUCTEUR: &str = "paul.martin@cpam13.example";
+
+/// A bearer token minted with the embedded secret.
+pub fn token(email: &str, roles: &[Role]) -> String {
+    mst_kit::auth::mint_dev(email, roles, Duration::from_secs(600)).unwrap()
+}
+
+/// `message` with `email`'s bearer token.
+pub fn as_<T>(email: &str, roles: &[Role], message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {}", token(email, roles)).parse().unwrap());
+    r
+}
+
+/// `message` as the promoteur `email`.
+pub fn promoteur<T>(email: &str, message: T) -> tonic::Request<T> {
+    as_(email, &[Role::Promoteur], message)
+}
+
+/// `message` as the admin.
+pub fn admin<T>(message: T) -> tonic::Request<T> {
+    as_(ADMIN, &[Role::Admin], message)
+}
+
+async fn channel(url: String) -> Channel {
+    tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap()
+}
+
+/// A forms client.
+pub async fn forms(stack: &Stack) -> FormsServiceClient<Channel> {
+    FormsServiceClient::new(channel(stack.service("forms").url()).await)
+        .max_decoding_message_size(64 * 1024 * 1024)
+}
+
+/// A forms admin client.
+pub async fn forms_admin(stack: &Stack) -> ProcedureAdminServiceClient<Channel> {
+    ProcedureAdminServiceClient::new(channel(stack.service("forms").url()).await)
+}
+
+/// A roster client.
+pub async fn roster(stack: &Stack) -> RosterServiceClient<Channel> {
+    RosterServiceClient::new(channel(stack.service("instruction").url()).await)
+}
+
+/// The test procedure: a title, a SIRET, a yes/no that makes a precision required, a
+/// département (routing), a repetition of budget lines with a required amount, and a file.
+pub fn test_definition(id: &str) -> pb::ProcedureDefinition {
+    let json = format!(
+        r#"{{"id":"{id}","title":"Démarche de test","description":"Pour les tests","kind":"DOSSIER_KIND_PROJET",
+        "estimatedFillingTime":"600s",
+        "fields":[
+          {{"id":"s_structure","label":"Structure","type":"FIELD_TYPE_HEADER_SECTION"}},
+          {{"id":"titre","label":"Titre du projet","type":"FIELD_TYPE_TEXT","required":true,"purpose":"FIELD_PURPOSE_TITLE","text":{{"maxLength":200}}}},
+          {{"id":"siret","label":"SIRET","type":"FIELD_TYPE_SIRET","required":true,"purpose":"FIELD_PURPOSE_SIRET"}},
+          {{"id":"departement","label":"Département","type":"FIELD_TYPE_DEPARTEMENT","required":true,"purpose":"FIELD_PURPOSE_DEPARTEMENT"}},
+          {{"id":"renouvellement","label":"Renouvellement ?","type":"FIELD_TYPE_YES_NO","required":true}},
+          {{"id":"precedent","label":"Projet précédent","type":"FIELD_TYPE_TEXT","required":true,
+            "visibleWhen":{{"comparison":{{"fieldId":"renouvellement","operator":"COMPARISON_OPERATOR_EQUALS","operand":{{"boolean":true}}}}}}}},
+          {{"id":"budget","label":"Budget","type":"FIELD_TYPE_REPETITION","required":true,
+            "children":[{{"id":"poste","label":"Poste","type":"FIELD_TYPE_TEXT","required":true}},
+                        {{"id":"montant","label":"Montant","type":"FIELD_TYPE_DECIMAL","required":true,"number":{{"min":"0","maxDecimalPlaces":2}}}}]}},
+          {{"id":"piece","label":"Pièce jointe","type":"FIELD_TYPE_PIECE_JUSTIFICATIVE","file":{{"maxFiles":3}}}}
+        ]}}"#
+    );
+    mst_proto::json::decode("mst.forms.v1.ProcedureDefinition", &json).unwrap()
+}
+
+/// Loads and publishes the test procedure `id`.
+pub async fn publish_test_procedure(stack: &Stack, id: &str) {
+    let mut admin_client = forms_admin(stack).await;
+    let response = admin_client
+        .load_procedure(admin(pb::LoadProcedureRequest {
+            source: Some(pb::load_procedure_request::Source::Definition(test_definition(id))),
+            publish: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.outcome, pb::LoadOutcome::Created as i32);
+}
+
+/// A groupe for département 13 with one declared instructeur.
+pub async fn roster_cpam13(stack: &Stack) -> String {
+    let mut client = roster(stack).await;
+    let groupe = client
+        .create_groupe(admin(mst_proto::instruction::CreateGroupeRequest {
+            label: "CPAM des Bouches-du-Rhône".into(),
+            cpam_values: vec!["CPAM des Bouches-du-Rhône (13)".into()],
+            departement_codes: vec!["13".into()],
+            is_default: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .groupe
+        .unwrap();
+    client
+        .add_instructeur(admin(mst_proto::instruction::AddInstructeurRequest {
+            email: INSTRUCTEUR.into(),
+            groupe_id: groupe.id.clone(),
+            name: "Paul Martin".into(),
+        }))
+        .await
+        .unwrap();
+    groupe.id
+}
+
+/// A `set` patch of a top-level field.
+pub fn set(field: &str, value: pb::champ_value::Value) -> pb::ChampPatch {
+    pb::ChampPatch {
+        field_id: field.into(),
+        row: None,
+        operation: Some(pb::champ_patch::Operation::Set(pb::ChampValue { value: Some(value) })),
+    }
+}
+
+/// A `set` patch of a child field in a repetition row.
+pub fn set_in_row(rep: &str, row: &str, field: &str, value: pb::champ_value::Value) -> pb::ChampPatch {
+    pb::ChampPatch {
+        field_id: field.into(),
+        row: Some(pb::RowRef {
+            repetition_field_id: rep.into(),
+            row_id: row.into(),
+        }),
+        operation: Some(pb::champ_patch::Operation::Set(pb::ChampValue { value: Some(value) })),
+    }
+}
+
+/// An `add_row` patch.
+pub fn add_row(rep: &str, row: &str) -> pb::ChampPatch {
+    pb::ChampPatch {
+        field_id: rep.into(),
+        row: None,
+        operation: Some(pb::champ_patch::Operation::AddRow(row.into())),
+    }
+}
+
+/// Text value.
+pub fn text(s: &str) -> pb::champ_value::Value {
+    pb::champ_value::Value::Text(s.into())
+}
+
+/// The patches that complete the test procedure's required fields.
+pub fn complete_answers() -> Vec<pb::ChampPatch> {
+    use pb::champ_value::Value as V;
+    vec![
+        set("titre", text("Mois sans tabac au quartier Nord")),
+        set("siret", V::Siret("73282932000074".into())),
+        set("departement", V::Departement("13".into())),
+        set("renouvellement", V::YesNo(false)),
+        add_row("budget", "l1"),
+        set_in_row("budget", "l1", "poste", text("Affiches")),
+        set_in_row("budget", "l1", "montant", V::Decimal("1200.50".into())),
+    ]
+}
+
+/// Creates a brouillon of `procedure` for `owner`.
+pub async fn create(stack: &Stack, owner: &str, procedure: &str) -> pb::Dossier {
+    forms(stack)
+        .await
+        .create_dossier(promoteur(owner, pb::CreateDossierRequest {
+            procedure_id: procedure.into(),
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap()
+}
+
+/// Applies `patches` at `version`.
+pub async fn update(
+    stack: &Stack,
+    who: &str,
+    number: i64,
+    version: i64,
+    patches: Vec<pb::ChampPatch>,
+) -> Result<pb::Dossier, tonic::Status> {
+    forms(stack)
+        .await
+        .update_dossier(promoteur(who, pb::UpdateDossierRequest {
+            number,
+            expected_version: version,
+            patches,
+        }))
+        .await
+        .map(|r| r.into_inner().dossier.unwrap())
+}
+
+/// Deposits at `version`.
+pub async fn deposit(stack: &Stack, who: &str, number: i64, version: i64) -> Result<pb::Dossier, tonic::Status> {
+    forms(stack)
+        .await
+        .deposit_dossier(promoteur(who, pb::DepositDossierRequest {
+            number,
+            expected_version: version,
+        }))
+        .await
+        .map(|r| r.into_inner().dossier.unwrap())
+}
