@@ -2,6 +2,7 @@
 //! `MST_TEST_DB` (`sqlite` or `postgres`).
 
 mod forms;
+mod invariants;
 mod platform;
 mod support;
 mod trace_and_auth;
