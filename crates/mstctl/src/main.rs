@@ -1,8 +1,8 @@
 //! `mstctl`: the command-line client of mst-dossiers.
 //!
-//! For now: mint local tokens (shared-secret setups: the embedded default, compose) and probe a
-//! service's standard health check (container health checks). Admin, ambassadeur and demo commands
-//! come with the services' APIs.
+//! Mint local tokens (shared-secret setups: the embedded default, compose), load procedures, and
+//! probe a service's standard health check (container health checks). Errors are printed with
+//! every field violation, so a person can act on them.
 
 #![forbid(unsafe_code)]
 
@@ -39,6 +39,11 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         ttl_hours: u64,
     },
+    /// Procedures of the forms service.
+    Procedure {
+        #[command(subcommand)]
+        command: ProcedureCommand,
+    },
     /// Ask a service's standard gRPC health check; exits 0 when it answers SERVING.
     Health {
         /// Address of the service, e.g. http://127.0.0.1:50051.
@@ -51,6 +56,121 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProcedureCommand {
+    /// Create or update a procedure from a definition (a shipped one, or a file in the proto3
+    /// JSON mapping of mst.forms.v1.ProcedureDefinition), optionally publishing it. Loading the
+    /// same definition again changes nothing.
+    Load {
+        /// A shipped definition: mst-2024-projet or mst-2024-action.
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        builtin: Option<String>,
+        /// A definition file (JSON).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// Publish the loaded revision.
+        #[arg(long)]
+        publish: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Where to send a command and as whom.
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// Address of the forms service.
+    #[arg(long, env = "MST_FORMS_URL", default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    /// Bearer token to use (default: one minted for --as with the admin role).
+    #[arg(long, env = "MST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Email of the admin a token is minted for when --token is absent.
+    #[arg(long = "as", default_value = "admin@mst.local")]
+    as_email: String,
+}
+
+impl Target {
+    fn bearer(&self) -> anyhow::Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+        let token = match &self.token {
+            Some(t) => t.clone(),
+            None => {
+                let mut env = Env::from_process();
+                let settings = AuthSettings::from_env(&mut env);
+                env.finish()?;
+                mst_kit::auth::mint_for(&settings, &self.as_email, &[Role::Admin], Duration::from_secs(600))?
+            }
+        };
+        Ok(format!("Bearer {token}").parse()?)
+    }
+
+    async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        tonic::transport::Endpoint::from_shared(self.addr.clone())?
+            .connect()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", self.addr))
+    }
+}
+
+/// A status as a person can act on it: the message, then every field violation.
+fn explain(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    let mut out = format!("{:?}: {}", status.code(), status.message());
+    if let Some(bad) = status.get_details_bad_request() {
+        for v in bad.field_violations {
+            out.push_str(&format!("\n  - {} : {}", v.field, v.description));
+        }
+    }
+    if let Some(info) = status.get_details_error_info() {
+        out.push_str(&format!("\n  ({})", info.reason));
+    }
+    out
+}
+
+async fn load_procedure(
+    builtin: Option<String>,
+    file: Option<std::path::PathBuf>,
+    publish: bool,
+    target: Target,
+) -> anyhow::Result<bool> {
+    use mst_proto::forms::load_procedure_request::Source;
+    use mst_proto::forms::procedure_admin_service_client::ProcedureAdminServiceClient;
+    let source = match (builtin, file) {
+        (Some(id), _) => Source::BuiltinId(id),
+        (None, Some(path)) => {
+            let json = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            Source::Definition(
+                mst_proto::json::decode("mst.forms.v1.ProcedureDefinition", &json)
+                    .map_err(|e| anyhow::anyhow!("{} is not a procedure definition: {e}", path.display()))?,
+            )
+        }
+        (None, None) => anyhow::bail!("give --builtin or --file"),
+    };
+    let mut request = tonic::Request::new(mst_proto::forms::LoadProcedureRequest {
+        source: Some(source),
+        publish,
+    });
+    request.metadata_mut().insert("authorization", target.bearer()?);
+    let response = ProcedureAdminServiceClient::new(target.channel().await?)
+        .load_procedure(request)
+        .await
+        .map_err(|s| anyhow::anyhow!(explain(&s)))?
+        .into_inner();
+    let outcome = mst_proto::forms::LoadOutcome::try_from(response.outcome)
+        .map(|o| o.as_str_name())
+        .unwrap_or("?");
+    let procedure = response.procedure.unwrap_or_default();
+    println!(
+        "{outcome}: {} « {} » (version {}, published revision {})",
+        procedure.id,
+        procedure.title,
+        procedure.version,
+        if procedure.published_revision_id.is_empty() { "none" } else { &procedure.published_revision_id }
+    );
+    Ok(true)
 }
 
 async fn health(addr: String, service: String, timeout: Duration) -> anyhow::Result<bool> {
@@ -96,6 +216,15 @@ async fn main() -> ExitCode {
             service,
             timeout_secs,
         } => health(addr, service, Duration::from_secs(timeout_secs)).await,
+        Command::Procedure {
+            command:
+                ProcedureCommand::Load {
+                    builtin,
+                    file,
+                    publish,
+                    target,
+                },
+        } => load_procedure(builtin, file, publish, target).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -57,7 +57,14 @@ impl LocalNats {
     }
 }
 
-fn service_env(base: &Env, data: &Path, service: &str, addr: SocketAddr, nats_url: &str) -> Env {
+fn service_env(
+    base: &Env,
+    data: &Path,
+    service: &str,
+    addr: SocketAddr,
+    nats_url: &str,
+    peers: &Peers,
+) -> Env {
     let mut env = Env::from_map(std::env::vars());
     let upper = service.to_uppercase();
     let db = base
@@ -69,15 +76,42 @@ fn service_env(base: &Env, data: &Path, service: &str, addr: SocketAddr, nats_ur
                 data.join(format!("{service}.db")).display()
             )
         });
-    let grpc = base
-        .raw(&format!("MST_{upper}_GRPC_ADDR"))
-        .map(str::to_owned)
-        .unwrap_or_else(|| addr.to_string());
+    let grpc = addr.to_string();
     env.set("MST_DATABASE_URL", db)
         .set("MST_GRPC_ADDR", grpc)
         .set("MST_NATS_URL", nats_url)
-        .set("MST_MIGRATE_ON_START", "true");
+        .set("MST_MIGRATE_ON_START", "true")
+        .set("MST_FORMS_URL", format!("http://{}", peers.forms))
+        .set("MST_INSTRUCTION_URL", format!("http://{}", peers.instruction))
+        .set(
+            "MST_ATTACHMENTS_DIR",
+            data.join("files").join(service).to_string_lossy().into_owned(),
+        );
+    if service == "forms" {
+        // The demo system comes with the Mois sans tabac procedures published and open.
+        if base.raw("MST_BUILTIN_PROCEDURES").is_none() {
+            env.set("MST_BUILTIN_PROCEDURES", "publish");
+        }
+        if base.raw("MST_BUILTIN_CLOSING_AT").is_none() {
+            env.set("MST_BUILTIN_CLOSING_AT", "none");
+        }
+    }
     env
+}
+
+/// Where the services that call each other listen.
+struct Peers {
+    forms: SocketAddr,
+    instruction: SocketAddr,
+}
+
+fn addr_of(base: &Env, service: &str, default: SocketAddr) -> anyhow::Result<SocketAddr> {
+    match base.raw(&format!("MST_{}_GRPC_ADDR", service.to_uppercase())) {
+        Some(a) => a
+            .parse()
+            .with_context(|| format!("MST_{}_GRPC_ADDR: {a:?} is not an address", service.to_uppercase())),
+        None => Ok(default),
+    }
 }
 
 #[tokio::main]
@@ -109,30 +143,26 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
 
-    let mut settings_env = service_env(&base, &data, "forms", mst_forms::DEFAULT_ADDR, &nats_url);
-    let forms = mst_forms::Settings::from_env(&mut settings_env);
-    settings_env.finish()?;
-    let mut settings_env = service_env(
-        &base,
-        &data,
-        "instruction",
-        mst_instruction::DEFAULT_ADDR,
-        &nats_url,
-    );
-    let instruction = mst_instruction::Settings::from_env(&mut settings_env);
-    settings_env.finish()?;
-    let mut settings_env = service_env(
-        &base,
-        &data,
-        "messagerie",
-        mst_messagerie::DEFAULT_ADDR,
-        &nats_url,
-    );
-    let messagerie = mst_messagerie::Settings::from_env(&mut settings_env);
-    settings_env.finish()?;
-    let mut settings_env = service_env(&base, &data, "oscars", mst_oscars::DEFAULT_ADDR, &nats_url);
-    let oscars = mst_oscars::Settings::from_env(&mut settings_env);
-    settings_env.finish()?;
+    let peers = Peers {
+        forms: addr_of(&base, "forms", mst_forms::DEFAULT_ADDR)?,
+        instruction: addr_of(&base, "instruction", mst_instruction::DEFAULT_ADDR)?,
+    };
+    let env_of = |service: &str, default: SocketAddr| -> anyhow::Result<Env> {
+        let addr = addr_of(&base, service, default)?;
+        Ok(service_env(&base, &data, service, addr, &nats_url, &peers))
+    };
+    let mut env = env_of("forms", mst_forms::DEFAULT_ADDR)?;
+    let forms = mst_forms::Settings::from_env(&mut env);
+    env.finish()?;
+    let mut env = env_of("instruction", mst_instruction::DEFAULT_ADDR)?;
+    let instruction = mst_instruction::Settings::from_env(&mut env);
+    env.finish()?;
+    let mut env = env_of("messagerie", mst_messagerie::DEFAULT_ADDR)?;
+    let messagerie = mst_messagerie::Settings::from_env(&mut env);
+    env.finish()?;
+    let mut env = env_of("oscars", mst_oscars::DEFAULT_ADDR)?;
+    let oscars = mst_oscars::Settings::from_env(&mut env);
+    env.finish()?;
 
     let forms = mst_forms::App::build(forms, shutdown.clone()).await?;
     let instruction = mst_instruction::App::build(instruction, shutdown.clone()).await?;

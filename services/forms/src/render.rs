@@ -28,7 +28,8 @@ fn group_digits(digits: &str) -> String {
 }
 
 fn decimal_fr(d: &Decimal) -> String {
-    let s = d.normalize().to_string();
+    // Keep the scale as typed: an amount entered as 1200.50 reads 1200,50.
+    let s = d.to_string();
     match s.split_once('.') {
         Some((int, frac)) => format!("{},{frac}", group_digits(int)),
         None => group_digits(&s),
@@ -167,7 +168,8 @@ mod tests {
         assert_eq!(group_digits("2016"), "2016");
         assert_eq!(group_digits("12500"), "12\u{202F}500");
         assert_eq!(group_digits("-1234567"), "-1\u{202F}234\u{202F}567");
-        assert_eq!(decimal_fr(&"4800.50".parse().unwrap()), "4\u{202F}800,5");
+        assert_eq!(decimal_fr(&"4800.50".parse().unwrap()), "4800,50");
+        assert_eq!(decimal_fr(&"12500.5".parse().unwrap()), "12\u{202F}500,5");
     }
 
     #[test]

@@ -456,7 +456,7 @@ impl Forms {
             version,
             changed_field_ids: changed_fields.into_iter().collect(),
             procedure: Some(procedure.reference()),
-            status: proto_status(status_of(&row.status)?) as i32,
+            status: crate::grpc::convert::status_to_pb(status_of(&row.status)?) as i32,
         };
         mst_bus::enqueue_event(&txn, &event).await?;
         let row = store::dossier(&txn, number)
@@ -1036,19 +1036,6 @@ fn closed(procedure: &ProcedureView) -> AppError {
         reason: "PROCEDURE_CLOSED",
         current: "closed".into(),
         message: format!("La démarche « {} » est close", procedure.row.title),
-    }
-}
-
-/// The event enum of a status.
-pub(crate) fn proto_status(status: Status) -> mst_proto::events::DossierStatus {
-    use mst_proto::events::DossierStatus as S;
-    match status {
-        Status::Brouillon => S::Brouillon,
-        Status::EnConstruction => S::EnConstruction,
-        Status::EnInstruction => S::EnInstruction,
-        Status::Accepte => S::Accepte,
-        Status::Refuse => S::Refuse,
-        Status::SansSuite => S::SansSuite,
     }
 }
 

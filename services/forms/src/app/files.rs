@@ -221,7 +221,7 @@ impl Forms {
             version,
             changed_field_ids: vec![meta.path.field_id().as_str().to_owned()],
             procedure: Some(procedure.reference()),
-            status: super::dossiers::proto_status(status_of(&row.status)?) as i32,
+            status: crate::grpc::convert::status_to_pb(status_of(&row.status)?) as i32,
         };
         mst_bus::enqueue_event(&txn, &event).await?;
         txn.commit().await?;

@@ -415,10 +415,7 @@ async fn emit_changed<C: ConnectionTrait>(
         procedure: Some(view.reference()),
         version: view.row.version,
         published_revision_id: view.row.published_revision_id.clone().unwrap_or_default(),
-        closing_at: view.row.closing_at.map(|c| prost_types::Timestamp {
-            seconds: c.timestamp(),
-            nanos: 0,
-        }),
+        closing_at: view.row.closing_at.map(crate::grpc::convert::timestamp),
         accepting_dossiers: view.is_open(now),
     };
     mst_bus::enqueue_event(txn, &event).await?;

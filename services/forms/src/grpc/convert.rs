@@ -71,8 +71,8 @@ const MSG_NEGATIVE: &str = "Ce nombre ne peut pas être négatif";
 // ---------------------------------------------------------------------------------------------
 
 /// Reads a procedure definition (`LoadProcedure`, a definition file). `prefix` is the request
-/// path of the message (`"definition"`); violations name `"{prefix}.title"`,
-/// `"{prefix}.fields[3].choice.values[2]"`, … Every problem is listed: the attributes' (id,
+/// path of the message (`"definition"`, or `""` when its fields are the request's own);
+/// violations name `"{prefix}.title"`, `"{prefix}.fields[3].choice.values[2]"`, … Every problem is listed: the attributes' (id,
 /// non-blank title of at most 500 characters, kind, non-negative filling time, closing instant in
 /// the timestamp range) and the form's (see [`form_definition`]).
 ///
@@ -90,13 +90,13 @@ pub fn procedure_definition(
         closing_at,
         fields,
     } = pb;
-    let at = |member: &str| format!("{prefix}.{member}");
+    let at = |member: &str| member_path(prefix, member);
     let mut violations = Vec::new();
     let id = keep(
         &mut violations,
         ProcedureId::parse(&id).map_err(|message| (at("id"), message)),
     );
-    let title = keep(&mut violations, procedure_title(title, at("title")));
+    let title = keep(&mut violations, procedure_title(title, &at("title")));
     let kind = keep(
         &mut violations,
         ev::DossierKind::try_from(kind)
@@ -159,6 +159,15 @@ pub fn procedure_definition(
     }
 }
 
+/// `{prefix}.{member}`, or `member` alone under an empty prefix (a request's top-level fields).
+fn member_path(prefix: &str, member: &str) -> String {
+    if prefix.is_empty() {
+        member.to_owned()
+    } else {
+        format!("{prefix}.{member}")
+    }
+}
+
 /// A procedure definition as the contract carries it (the exact inverse of
 /// [`procedure_definition`], except that a zero filling time is written absent).
 pub fn procedure_definition_to_pb(definition: &ProcedureDefinition) -> pb::ProcedureDefinition {
@@ -182,7 +191,9 @@ pub fn procedure_definition_to_pb(definition: &ProcedureDefinition) -> pb::Proce
     }
 }
 
-fn procedure_title(title: String, path: String) -> Result<String, FieldViolation> {
+/// A procedure title: not blank, at most [`TITLE_MAX_CHARS`] characters (kept as written).
+pub fn procedure_title(title: String, path: &str) -> Result<String, FieldViolation> {
+    let path = path.to_owned();
     if title.trim().is_empty() {
         Err((path, "Le titre de la démarche est obligatoire".to_owned()))
     } else if title.chars().nth(TITLE_MAX_CHARS).is_some() {
@@ -1596,6 +1607,24 @@ fn row_to_pb(row: &Row, children: &[FieldDefinition]) -> pb::RepetitionRow {
 // Patches
 // ---------------------------------------------------------------------------------------------
 
+/// The champ a request names: a top-level field, or a child field of a repetition row; paths of
+/// violations start with `prefix`.
+pub fn champ_path(field_id: &str, row: Option<&pb::RowRef>, prefix: &str) -> Result<ChampPath, FieldViolation> {
+    let field = FieldId::parse(field_id).map_err(|e| (format!("{prefix}.field_id"), e.message_fr()))?;
+    Ok(match row {
+        None => ChampPath::Field(field),
+        Some(pb::RowRef {
+            repetition_field_id,
+            row_id,
+        }) => ChampPath::Child {
+            repetition: FieldId::parse(repetition_field_id)
+                .map_err(|e| (format!("{prefix}.row.repetition_field_id"), e.message_fr()))?,
+            row: RowId::parse(row_id).map_err(|e| (format!("{prefix}.row.row_id"), e.message_fr()))?,
+            field,
+        },
+    })
+}
+
 /// One patch of an `UpdateDossierRequest` (at `index`): the champ path it names and what to do.
 /// `field_id` with no `row` names a top-level field, with a `row` a child in that row; for
 /// `add_row` / `remove_row`, `field_id` is the REPETITION and `row` must be absent. The first
@@ -1616,26 +1645,15 @@ pub fn patch(pb: pb::ChampPatch, index: usize) -> Result<Patch, FieldViolation> 
         ));
     };
     let row_operation = matches!(operation, Op::AddRow(_) | Op::RemoveRow(_));
-    let path = match row {
-        None => ChampPath::Field(field),
-        Some(_) if row_operation => {
-            return Err((
-                at("row"),
-                "Pour ajouter ou supprimer une ligne, field_id désigne le bloc répétable : ne \
-                 précisez pas de ligne"
-                    .to_owned(),
-            ));
-        }
-        Some(pb::RowRef {
-            repetition_field_id,
-            row_id,
-        }) => ChampPath::Child {
-            repetition: FieldId::parse(&repetition_field_id)
-                .map_err(|e| (at("row.repetition_field_id"), e.message_fr()))?,
-            row: RowId::parse(&row_id).map_err(|e| (at("row.row_id"), e.message_fr()))?,
-            field,
-        },
-    };
+    if row.is_some() && row_operation {
+        return Err((
+            at("row"),
+            "Pour ajouter ou supprimer une ligne, field_id désigne le bloc répétable : ne \
+             précisez pas de ligne"
+                .to_owned(),
+        ));
+    }
+    let path = champ_path(field.as_str(), row.as_ref(), &format!("patches[{index}]"))?;
     let op = match operation {
         Op::Set(value) => PatchOp::Set(input(value, &at("set"))?),
         Op::Clear(true) => PatchOp::Clear,

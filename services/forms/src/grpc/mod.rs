@@ -532,7 +532,7 @@ impl FormsService for Api {
             size_bytes,
             expected_version,
         } = meta;
-        let path = champ_path(&field_id, row.as_ref(), "metadata").map_err(|(f, m)| bad(f, m))?;
+        let path = convert::champ_path(&field_id, row.as_ref(), "metadata").map_err(|(f, m)| bad(f, m))?;
         let size = u64::try_from(size_bytes)
             .ok()
             .filter(|s| *s > 0)
@@ -644,26 +644,6 @@ fn download_stream<T: Send + 'static>(
     Box::pin(futures::stream::once(async move { Ok(wrap_header(header)) }).chain(chunks))
 }
 
-/// The champ a request names: a top-level field, or a child field in a repetition row.
-fn champ_path(
-    field_id: &str,
-    row: Option<&pb::RowRef>,
-    prefix: &str,
-) -> Result<crate::domain::value::ChampPath, (String, String)> {
-    use crate::domain::ids::{FieldId, RowId};
-    use crate::domain::value::ChampPath;
-    let field = FieldId::parse(field_id).map_err(|e| (format!("{prefix}.field_id"), e.message_fr()))?;
-    Ok(match row {
-        None => ChampPath::Field(field),
-        Some(r) => ChampPath::Child {
-            repetition: FieldId::parse(&r.repetition_field_id)
-                .map_err(|e| (format!("{prefix}.row.repetition_field_id"), e.message_fr()))?,
-            row: RowId::parse(&r.row_id).map_err(|e| (format!("{prefix}.row.row_id"), e.message_fr()))?,
-            field,
-        },
-    })
-}
-
 /// A client idempotency key: empty means none; otherwise at most 64 printable ASCII characters.
 fn request_key(key: &str) -> Result<Option<String>, Status> {
     if key.is_empty() {
@@ -735,19 +715,15 @@ impl ProcedureAdminService for Api {
         for path in paths {
             match path.as_str() {
                 "title" => {
-                    let t = title.trim();
-                    if t.is_empty() || t.chars().count() > 500 {
-                        return Err(bad("procedure.title", "Le titre est obligatoire (500 caractères au plus)"));
-                    }
-                    update.title = Some(t.to_owned());
+                    update.title = Some(
+                        convert::procedure_title(title.clone(), "procedure.title").map_err(|(f, m)| bad(f, m))?,
+                    );
                 }
                 "description" => update.description = Some(description.clone()),
                 "estimated_filling_time" => {
-                    let secs = estimated_filling_time.map(|d| d.seconds).unwrap_or(0);
-                    if secs < 0 {
-                        return Err(bad("procedure.estimated_filling_time", "La durée ne peut pas être négative"));
-                    }
-                    update.estimated_filling_secs = Some(secs);
+                    let d = convert::duration(estimated_filling_time.as_ref(), "procedure.estimated_filling_time")
+                        .map_err(|(f, m)| bad(f, m))?;
+                    update.estimated_filling_secs = Some(i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
                 }
                 "closing_at" => {
                     update.closing_at = Some(

@@ -469,6 +469,13 @@ fn procedure_attributes_are_checked() {
     let bad_kind = pb::ProcedureDefinition { kind: 7, ..base() };
     let errors = procedure_definition(bad_kind, "d").expect_err("kind");
     assert_eq!(paths(&errors), vec!["d.kind"]);
+    let bare = pb::ProcedureDefinition {
+        title: String::new(),
+        fields: vec![field("X", T::Text)],
+        ..base()
+    };
+    let errors = procedure_definition(bare, "").expect_err("no prefix");
+    assert_eq!(paths(&errors), vec!["title", "fields[0].id"]);
 
     for (seconds, nanos) in [
         (-1, 0),
