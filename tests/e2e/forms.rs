@@ -27,26 +27,51 @@ async fn a_brouillon_autosaves_field_by_field_and_keeps_its_history() {
     let d = create(&stack, OWNER, PROC).await;
     assert_eq!(d.version, 1);
     assert_eq!(d.status, mst_proto::events::DossierStatus::Brouillon as i32);
-    let d = update(&stack, OWNER, d.number, 1, vec![set("titre", text("Premier titre"))]).await.unwrap();
-    let d = update(&stack, OWNER, d.number, 2, vec![set("titre", text("Titre corrigé"))]).await.unwrap();
+    let d = update(
+        &stack,
+        OWNER,
+        d.number,
+        1,
+        vec![set("titre", text("Premier titre"))],
+    )
+    .await
+    .unwrap();
+    let d = update(
+        &stack,
+        OWNER,
+        d.number,
+        2,
+        vec![set("titre", text("Titre corrigé"))],
+    )
+    .await
+    .unwrap();
     assert_eq!(d.version, 3);
     assert_eq!(d.headline.as_ref().unwrap().title, "Titre corrigé");
     // The precision is hidden until renouvellement = oui.
     assert!(d.hidden_field_ids.contains(&"precedent".to_owned()));
-    let d = update(&stack, OWNER, d.number, 3, vec![set("renouvellement", pb::champ_value::Value::YesNo(true))])
-        .await
-        .unwrap();
+    let d = update(
+        &stack,
+        OWNER,
+        d.number,
+        3,
+        vec![set("renouvellement", pb::champ_value::Value::YesNo(true))],
+    )
+    .await
+    .unwrap();
     assert!(!d.hidden_field_ids.contains(&"precedent".to_owned()));
 
     let history = forms(&stack)
         .await
-        .get_dossier_history(promoteur(OWNER, pb::GetDossierHistoryRequest {
-            number: d.number,
-            page_size: 0,
-            page_token: String::new(),
-            field_id: "titre".into(),
-            since: None,
-        }))
+        .get_dossier_history(promoteur(
+            OWNER,
+            pb::GetDossierHistoryRequest {
+                number: d.number,
+                page_size: 0,
+                page_token: String::new(),
+                field_id: "titre".into(),
+                since: None,
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -64,8 +89,20 @@ async fn two_writers_with_the_same_expected_version_exactly_one_wins() {
     let stack = stack_with_procedure().await;
     let d = create(&stack, OWNER, PROC).await;
     let (a, b) = tokio::join!(
-        update(&stack, OWNER, d.number, 1, vec![set("titre", text("Version A"))]),
-        update(&stack, OWNER, d.number, 1, vec![set("titre", text("Version B"))]),
+        update(
+            &stack,
+            OWNER,
+            d.number,
+            1,
+            vec![set("titre", text("Version A"))]
+        ),
+        update(
+            &stack,
+            OWNER,
+            d.number,
+            1,
+            vec![set("titre", text("Version B"))]
+        ),
     );
     let (ok, err) = match (a, b) {
         (Ok(ok), Err(err)) | (Err(err), Ok(ok)) => (ok, err),
@@ -75,7 +112,10 @@ async fn two_writers_with_the_same_expected_version_exactly_one_wins() {
     assert_eq!(err.code(), Code::Aborted);
     let info = err.get_details_error_info().expect("ErrorInfo");
     assert_eq!(info.reason, "STALE_VERSION");
-    assert_eq!(info.metadata.get("current_version").map(String::as_str), Some("2"));
+    assert_eq!(
+        info.metadata.get("current_version").map(String::as_str),
+        Some("2")
+    );
     // The loser's value was not written.
     let now = forms(&stack)
         .await
@@ -100,9 +140,15 @@ async fn bad_answers_are_refused_with_field_violations_and_change_nothing() {
         1,
         vec![
             set("titre", text("Un titre valide")),
-            set("siret", pb::champ_value::Value::Siret("12345678901234".into())),
+            set(
+                "siret",
+                pb::champ_value::Value::Siret("12345678901234".into()),
+            ),
             set("inconnu", text("x")),
-            set("departement", pb::champ_value::Value::Departement("99".into())),
+            set(
+                "departement",
+                pb::champ_value::Value::Departement("99".into()),
+            ),
         ],
     )
     .await
@@ -134,10 +180,18 @@ async fn deposit_with_missing_required_fields_lists_all_of_them_then_succeeds() 
     let stack = stack_with_procedure().await;
     roster_cpam13(&stack).await;
     let d = create(&stack, OWNER, PROC).await;
-    let d = update(&stack, OWNER, d.number, 1, vec![set("renouvellement", pb::champ_value::Value::YesNo(true))])
+    let d = update(
+        &stack,
+        OWNER,
+        d.number,
+        1,
+        vec![set("renouvellement", pb::champ_value::Value::YesNo(true))],
+    )
+    .await
+    .unwrap();
+    let err = deposit(&stack, OWNER, d.number, d.version)
         .await
-        .unwrap();
-    let err = deposit(&stack, OWNER, d.number, d.version).await.unwrap_err();
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let fields: Vec<String> = err
         .get_details_bad_request()
@@ -146,20 +200,37 @@ async fn deposit_with_missing_required_fields_lists_all_of_them_then_succeeds() 
         .into_iter()
         .map(|v| v.field)
         .collect();
-    assert_eq!(fields, ["titre", "siret", "departement", "precedent", "budget"]);
+    assert_eq!(
+        fields,
+        ["titre", "siret", "departement", "precedent", "budget"]
+    );
 
     let mut patches = complete_answers();
     patches.retain(|p| p.field_id != "renouvellement");
     patches.push(set("precedent", text("Mois sans tabac 2023")));
-    let d = update(&stack, OWNER, d.number, d.version, patches).await.unwrap();
-    let deposited = deposit(&stack, OWNER, d.number, d.version).await.unwrap();
-    assert_eq!(deposited.status, mst_proto::events::DossierStatus::EnConstruction as i32);
-    assert!(deposited.deposited_at.is_some());
-    // Still editable en construction.
-    let edited = update(&stack, OWNER, d.number, deposited.version, vec![set("titre", text("Titre revu"))])
+    let d = update(&stack, OWNER, d.number, d.version, patches)
         .await
         .unwrap();
-    assert_eq!(edited.status, mst_proto::events::DossierStatus::EnConstruction as i32);
+    let deposited = deposit(&stack, OWNER, d.number, d.version).await.unwrap();
+    assert_eq!(
+        deposited.status,
+        mst_proto::events::DossierStatus::EnConstruction as i32
+    );
+    assert!(deposited.deposited_at.is_some());
+    // Still editable en construction.
+    let edited = update(
+        &stack,
+        OWNER,
+        d.number,
+        deposited.version,
+        vec![set("titre", text("Titre revu"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        edited.status,
+        mst_proto::events::DossierStatus::EnConstruction as i32
+    );
     // The instruction service routed it to the CPAM 13 groupe.
     let view = stack
         .instruction
@@ -167,7 +238,10 @@ async fn deposit_with_missing_required_fields_lists_all_of_them_then_succeeds() 
         .await
         .unwrap();
     assert_eq!(view.row.status, "en_construction");
-    assert_eq!(view.groupe_label.as_deref(), Some("CPAM des Bouches-du-Rhône"));
+    assert_eq!(
+        view.groupe_label.as_deref(),
+        Some("CPAM des Bouches-du-Rhône")
+    );
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }
 
@@ -187,23 +261,33 @@ async fn an_invitee_edits_but_cannot_deposit_and_a_stranger_learns_nothing() {
     let d = create(&stack, OWNER, PROC).await;
     forms(&stack)
         .await
-        .invite_to_dossier(promoteur(OWNER, pb::InviteToDossierRequest {
-            number: d.number,
-            invitee_email: invitee.into(),
-            message: "Pouvez-vous relire ?".into(),
-        }))
+        .invite_to_dossier(promoteur(
+            OWNER,
+            pb::InviteToDossierRequest {
+                number: d.number,
+                invitee_email: invitee.into(),
+                message: "Pouvez-vous relire ?".into(),
+            },
+        ))
         .await
         .unwrap();
-    let d = update(&stack, invitee, d.number, 1, complete_answers()).await.unwrap();
-    let err = deposit(&stack, invitee, d.number, d.version).await.unwrap_err();
+    let d = update(&stack, invitee, d.number, 1, complete_answers())
+        .await
+        .unwrap();
+    let err = deposit(&stack, invitee, d.number, d.version)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let err = forms(&stack)
         .await
-        .invite_to_dossier(promoteur(invitee, pb::InviteToDossierRequest {
-            number: d.number,
-            invitee_email: "autre@example.org".into(),
-            message: String::new(),
-        }))
+        .invite_to_dossier(promoteur(
+            invitee,
+            pb::InviteToDossierRequest {
+                number: d.number,
+                invitee_email: "autre@example.org".into(),
+                message: String::new(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -215,19 +299,30 @@ async fn an_invitee_edits_but_cannot_deposit_and_a_stranger_learns_nothing() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "{number}");
-        let err = update(&stack, stranger, number, 1, vec![set("titre", text("pirate"))]).await.unwrap_err();
+        let err = update(
+            &stack,
+            stranger,
+            number,
+            1,
+            vec![set("titre", text("pirate"))],
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "{number}");
     }
     // The invitee lists it among his dossiers.
     let listed = forms(&stack)
         .await
-        .list_dossiers(promoteur(invitee, pb::ListDossiersRequest {
-            page_size: 10,
-            page_token: String::new(),
-            scope: pb::DossierScope::Invited as i32,
-            procedure_id: String::new(),
-            statuses: vec![],
-        }))
+        .list_dossiers(promoteur(
+            invitee,
+            pb::ListDossiersRequest {
+                page_size: 10,
+                page_token: String::new(),
+                scope: pb::DossierScope::Invited as i32,
+                procedure_id: String::new(),
+                statuses: vec![],
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -240,13 +335,18 @@ async fn an_invitee_edits_but_cannot_deposit_and_a_stranger_learns_nothing() {
 async fn a_brouillon_is_duplicated_with_its_answers_and_deleted() {
     let stack = stack_with_procedure().await;
     let d = create(&stack, OWNER, PROC).await;
-    let d = update(&stack, OWNER, d.number, 1, complete_answers()).await.unwrap();
+    let d = update(&stack, OWNER, d.number, 1, complete_answers())
+        .await
+        .unwrap();
     let copy = forms(&stack)
         .await
-        .duplicate_dossier(promoteur(OWNER, pb::DuplicateDossierRequest {
-            number: d.number,
-            request_id: "dup-1".into(),
-        }))
+        .duplicate_dossier(promoteur(
+            OWNER,
+            pb::DuplicateDossierRequest {
+                number: d.number,
+                request_id: "dup-1".into(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -258,10 +358,13 @@ async fn a_brouillon_is_duplicated_with_its_answers_and_deleted() {
     // Retrying the same request gives the same copy.
     let again = forms(&stack)
         .await
-        .duplicate_dossier(promoteur(OWNER, pb::DuplicateDossierRequest {
-            number: d.number,
-            request_id: "dup-1".into(),
-        }))
+        .duplicate_dossier(promoteur(
+            OWNER,
+            pb::DuplicateDossierRequest {
+                number: d.number,
+                request_id: "dup-1".into(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -270,15 +373,23 @@ async fn a_brouillon_is_duplicated_with_its_answers_and_deleted() {
     assert_eq!(again.number, copy.number);
     forms(&stack)
         .await
-        .delete_dossier(promoteur(OWNER, pb::DeleteDossierRequest {
-            number: copy.number,
-            expected_version: copy.version,
-        }))
+        .delete_dossier(promoteur(
+            OWNER,
+            pb::DeleteDossierRequest {
+                number: copy.number,
+                expected_version: copy.version,
+            },
+        ))
         .await
         .unwrap();
     let err = forms(&stack)
         .await
-        .get_dossier(promoteur(OWNER, pb::GetDossierRequest { number: copy.number }))
+        .get_dossier(promoteur(
+            OWNER,
+            pb::GetDossierRequest {
+                number: copy.number,
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -326,9 +437,15 @@ fn pdf_of(size: usize) -> Vec<u8> {
 async fn a_21_mb_upload_is_refused_with_nothing_stored_and_a_19_mb_one_round_trips() {
     let stack = stack_with_procedure().await;
     let d = create(&stack, OWNER, PROC).await;
-    let err = upload(&stack, d.number, "trop-gros.pdf", "application/pdf", pdf_of(21 * 1024 * 1024))
-        .await
-        .unwrap_err();
+    let err = upload(
+        &stack,
+        d.number,
+        "trop-gros.pdf",
+        "application/pdf",
+        pdf_of(21 * 1024 * 1024),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
     let unchanged = forms(&stack)
         .await
@@ -341,18 +458,27 @@ async fn a_21_mb_upload_is_refused_with_nothing_stored_and_a_19_mb_one_round_tri
     assert_eq!(unchanged.version, 1);
 
     let content = pdf_of(19 * 1024 * 1024);
-    let uploaded = upload(&stack, d.number, "../budget prévisionnel.pdf", "application/pdf", content.clone())
-        .await
-        .unwrap();
+    let uploaded = upload(
+        &stack,
+        d.number,
+        "../budget prévisionnel.pdf",
+        "application/pdf",
+        content.clone(),
+    )
+    .await
+    .unwrap();
     let file = uploaded.file.unwrap();
     assert_eq!(file.file_name, "budget prévisionnel.pdf");
     assert_eq!(uploaded.version, 2);
     let mut stream = forms(&stack)
         .await
-        .download_champ_file(promoteur(OWNER, pb::DownloadChampFileRequest {
-            number: d.number,
-            file_id: file.id.clone(),
-        }))
+        .download_champ_file(promoteur(
+            OWNER,
+            pb::DownloadChampFileRequest {
+                number: d.number,
+                file_id: file.id.clone(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -368,9 +494,15 @@ async fn a_21_mb_upload_is_refused_with_nothing_stored_and_a_19_mb_one_round_tri
     assert!(received == content, "the file comes back byte for byte");
 
     // A file whose bytes are not what it claims is refused.
-    let err = upload(&stack, d.number, "virus.pdf", "application/pdf", b"MZ\x90\x00 not a pdf".to_vec())
-        .await
-        .unwrap_err();
+    let err = upload(
+        &stack,
+        d.number,
+        "virus.pdf",
+        "application/pdf",
+        b"MZ\x90\x00 not a pdf".to_vec(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     stack.stop(Duration::from_secs(30)).await.unwrap();
 }
@@ -379,10 +511,15 @@ async fn a_21_mb_upload_is_refused_with_nothing_stored_and_a_19_mb_one_round_tri
 async fn the_pdf_of_a_dossier_is_streamed_in_french() {
     let stack = stack_with_procedure().await;
     let d = create(&stack, OWNER, PROC).await;
-    let d = update(&stack, OWNER, d.number, 1, complete_answers()).await.unwrap();
+    let d = update(&stack, OWNER, d.number, 1, complete_answers())
+        .await
+        .unwrap();
     let mut stream = forms(&stack)
         .await
-        .get_dossier_pdf(promoteur(OWNER, pb::GetDossierPdfRequest { number: d.number }))
+        .get_dossier_pdf(promoteur(
+            OWNER,
+            pb::GetDossierPdfRequest { number: d.number },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -397,7 +534,10 @@ async fn the_pdf_of_a_dossier_is_streamed_in_french() {
     assert_eq!(name, format!("dossier-{}.pdf", d.number));
     assert!(bytes.starts_with(b"%PDF-1.4"));
     let text = String::from_utf8_lossy(&bytes);
-    assert!(text.contains("Mois sans tabac au quartier Nord"), "answers are in the PDF");
+    assert!(
+        text.contains("Mois sans tabac au quartier Nord"),
+        "answers are in the PDF"
+    );
     assert!(text.contains("%%EOF"));
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }

@@ -38,19 +38,36 @@ async fn an_autosave_racing_passer_en_instruction_never_commits_after_the_transi
     publish_test_procedure(&stack, "test-i1").await;
     roster_cpam13(&stack).await;
     let d = create(&stack, OWNER, "test-i1").await;
-    let d = update(&stack, OWNER, d.number, 1, complete_answers()).await.unwrap();
+    let d = update(&stack, OWNER, d.number, 1, complete_answers())
+        .await
+        .unwrap();
     deposit(&stack, OWNER, d.number, d.version).await.unwrap();
     let number = d.number;
     let me = instructeur();
     let (mut landed, mut refused) = (0, 0);
     for round in 0..ROUNDS {
         let before = forms_dossier(&stack, number).await;
-        let status_version = stack.instruction.dossier(&me, number).await.unwrap().row.version;
+        let status_version = stack
+            .instruction
+            .dossier(&me, number)
+            .await
+            .unwrap()
+            .row
+            .version;
         let (save, transition) = tokio::join!(
-            update(&stack, OWNER, number, before.version, vec![set("titre", text(&format!("Tour {round}")))]),
-            stack.instruction.transition(&me, number, status_version, Command::PasserEnInstruction),
+            update(
+                &stack,
+                OWNER,
+                number,
+                before.version,
+                vec![set("titre", text(&format!("Tour {round}")))]
+            ),
+            stack
+                .instruction
+                .transition(&me, number, status_version, Command::PasserEnInstruction),
         );
-        let view = transition.unwrap_or_else(|e| panic!("round {round}: the transition failed: {e}"));
+        let view =
+            transition.unwrap_or_else(|e| panic!("round {round}: the transition failed: {e}"));
         let frozen_at = view
             .traitements
             .iter()
@@ -61,23 +78,49 @@ async fn an_autosave_racing_passer_en_instruction_never_commits_after_the_transi
         match save {
             Ok(saved) => {
                 landed += 1;
-                assert!(saved.version <= frozen_at, "round {round}: a save committed after the freeze");
+                assert!(
+                    saved.version <= frozen_at,
+                    "round {round}: a save committed after the freeze"
+                );
             }
             Err(status) => {
                 refused += 1;
-                assert_eq!(status.code(), Code::FailedPrecondition, "round {round}: {status:?}");
+                assert_eq!(
+                    status.code(),
+                    Code::FailedPrecondition,
+                    "round {round}: {status:?}"
+                );
             }
         }
         let after = forms_dossier(&stack, number).await;
-        assert_eq!(after.version, frozen_at, "round {round}: the content moved after the transition");
+        assert_eq!(
+            after.version, frozen_at,
+            "round {round}: the content moved after the transition"
+        );
         assert!(after.frozen, "round {round}: the dossier must be frozen");
         // And a save now is refused.
-        let late = update(&stack, OWNER, number, after.version, vec![set("titre", text("Trop tard"))]).await;
-        assert_eq!(late.unwrap_err().code(), Code::FailedPrecondition, "round {round}");
+        let late = update(
+            &stack,
+            OWNER,
+            number,
+            after.version,
+            vec![set("titre", text("Trop tard"))],
+        )
+        .await;
+        assert_eq!(
+            late.unwrap_err().code(),
+            Code::FailedPrecondition,
+            "round {round}"
+        );
         // Back en construction for the next round.
         stack
             .instruction
-            .transition(&me, number, view.row.version, Command::RepasserEnConstruction { message: None })
+            .transition(
+                &me,
+                number,
+                view.row.version,
+                Command::RepasserEnConstruction { message: None },
+            )
             .await
             .unwrap();
     }

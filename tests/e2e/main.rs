@@ -3,6 +3,7 @@
 
 mod forms;
 mod invariants;
+mod mst_procedures;
 mod platform;
 mod support;
 mod trace_and_auth;

@@ -23,8 +23,10 @@ pub fn token(email: &str, roles: &[Role]) -> String {
 /// `message` with `email`'s bearer token.
 pub fn as_<T>(email: &str, roles: &[Role], message: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {}", token(email, roles)).parse().unwrap());
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token(email, roles)).parse().unwrap(),
+    );
     r
 }
 
@@ -39,7 +41,11 @@ pub fn admin<T>(message: T) -> tonic::Request<T> {
 }
 
 async fn channel(url: String) -> Channel {
-    tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap()
+    tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 /// A forms client.
@@ -86,7 +92,9 @@ pub async fn publish_test_procedure(stack: &Stack, id: &str) {
     let mut admin_client = forms_admin(stack).await;
     let response = admin_client
         .load_procedure(admin(pb::LoadProcedureRequest {
-            source: Some(pb::load_procedure_request::Source::Definition(test_definition(id))),
+            source: Some(pb::load_procedure_request::Source::Definition(
+                test_definition(id),
+            )),
             publish: true,
         }))
         .await
@@ -126,19 +134,28 @@ pub fn set(field: &str, value: pb::champ_value::Value) -> pb::ChampPatch {
     pb::ChampPatch {
         field_id: field.into(),
         row: None,
-        operation: Some(pb::champ_patch::Operation::Set(pb::ChampValue { value: Some(value) })),
+        operation: Some(pb::champ_patch::Operation::Set(pb::ChampValue {
+            value: Some(value),
+        })),
     }
 }
 
 /// A `set` patch of a child field in a repetition row.
-pub fn set_in_row(rep: &str, row: &str, field: &str, value: pb::champ_value::Value) -> pb::ChampPatch {
+pub fn set_in_row(
+    rep: &str,
+    row: &str,
+    field: &str,
+    value: pb::champ_value::Value,
+) -> pb::ChampPatch {
     pb::ChampPatch {
         field_id: field.into(),
         row: Some(pb::RowRef {
             repetition_field_id: rep.into(),
             row_id: row.into(),
         }),
-        operation: Some(pb::champ_patch::Operation::Set(pb::ChampValue { value: Some(value) })),
+        operation: Some(pb::champ_patch::Operation::Set(pb::ChampValue {
+            value: Some(value),
+        })),
     }
 }
 
@@ -174,10 +191,13 @@ pub fn complete_answers() -> Vec<pb::ChampPatch> {
 pub async fn create(stack: &Stack, owner: &str, procedure: &str) -> pb::Dossier {
     forms(stack)
         .await
-        .create_dossier(promoteur(owner, pb::CreateDossierRequest {
-            procedure_id: procedure.into(),
-            request_id: String::new(),
-        }))
+        .create_dossier(promoteur(
+            owner,
+            pb::CreateDossierRequest {
+                procedure_id: procedure.into(),
+                request_id: String::new(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -195,23 +215,34 @@ pub async fn update(
 ) -> Result<pb::Dossier, tonic::Status> {
     forms(stack)
         .await
-        .update_dossier(promoteur(who, pb::UpdateDossierRequest {
-            number,
-            expected_version: version,
-            patches,
-        }))
+        .update_dossier(promoteur(
+            who,
+            pb::UpdateDossierRequest {
+                number,
+                expected_version: version,
+                patches,
+            },
+        ))
         .await
         .map(|r| r.into_inner().dossier.unwrap())
 }
 
 /// Deposits at `version`.
-pub async fn deposit(stack: &Stack, who: &str, number: i64, version: i64) -> Result<pb::Dossier, tonic::Status> {
+pub async fn deposit(
+    stack: &Stack,
+    who: &str,
+    number: i64,
+    version: i64,
+) -> Result<pb::Dossier, tonic::Status> {
     forms(stack)
         .await
-        .deposit_dossier(promoteur(who, pb::DepositDossierRequest {
-            number,
-            expected_version: version,
-        }))
+        .deposit_dossier(promoteur(
+            who,
+            pb::DepositDossierRequest {
+                number,
+                expected_version: version,
+            },
+        ))
         .await
         .map(|r| r.into_inner().dossier.unwrap())
 }

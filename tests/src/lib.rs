@@ -76,7 +76,9 @@ impl Stack {
         for _ in names {
             listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
         }
-        let url = |i: usize| -> anyhow::Result<String> { Ok(format!("http://{}", listeners[i].local_addr()?)) };
+        let url = |i: usize| -> anyhow::Result<String> {
+            Ok(format!("http://{}", listeners[i].local_addr()?))
+        };
         let (forms_url, instruction_url) = (url(0)?, url(1)?);
         let mut services = Vec::new();
         let mut instruction = None;
@@ -100,26 +102,30 @@ impl Stack {
                 "forms" => {
                     let settings = mst_forms::Settings::from_env(&mut env);
                     std::mem::take(&mut env).finish()?;
-                    let app = mst_forms::App::build_on(settings, listener, shutdown.clone()).await?;
+                    let app =
+                        mst_forms::App::build_on(settings, listener, shutdown.clone()).await?;
                     tokio::spawn(app.run())
                 }
                 "instruction" => {
                     let settings = mst_instruction::Settings::from_env(&mut env);
                     std::mem::take(&mut env).finish()?;
-                    let app = mst_instruction::App::build_on(settings, listener, shutdown.clone()).await?;
+                    let app = mst_instruction::App::build_on(settings, listener, shutdown.clone())
+                        .await?;
                     instruction = Some(app.instruction());
                     tokio::spawn(app.run())
                 }
                 "messagerie" => {
                     let settings = mst_messagerie::Settings::from_env(&mut env);
                     std::mem::take(&mut env).finish()?;
-                    let app = mst_messagerie::App::build_on(settings, listener, shutdown.clone()).await?;
+                    let app =
+                        mst_messagerie::App::build_on(settings, listener, shutdown.clone()).await?;
                     tokio::spawn(app.run())
                 }
                 _ => {
                     let settings = mst_oscars::Settings::from_env(&mut env);
                     std::mem::take(&mut env).finish()?;
-                    let app = mst_oscars::App::build_on(settings, listener, shutdown.clone()).await?;
+                    let app =
+                        mst_oscars::App::build_on(settings, listener, shutdown.clone()).await?;
                     tokio::spawn(app.run())
                 }
             };
