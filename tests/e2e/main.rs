@@ -1,6 +1,7 @@
 //! End-to-end tests: the services in-process on real NATS and the database chosen by
 //! `MST_TEST_DB` (`sqlite` or `postgres`).
 
+mod closing;
 mod forms;
 mod invariants;
 mod mst_procedures;

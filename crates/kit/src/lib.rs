@@ -22,3 +22,18 @@ pub mod telemetry;
 
 pub use error::{ApiError, Violation};
 pub use shutdown::Shutdown;
+
+/// Makes ring the process-wide rustls crypto provider; calling it again does nothing.
+///
+/// The workspace uses ring everywhere (tonic `tls-ring`, reqwest `rustls-tls`, sqlx), but
+/// object_store's S3 client (reqwest 0.13) compiles aws-lc-rs into rustls too. With both providers
+/// compiled in, rustls cannot choose one by itself: `ClientConfig::builder()` and
+/// `ServerConfig::builder()` panic ("Could not automatically determine the process-level
+/// CryptoProvider from Rustls crate features") — async-nats calls the former for a `tls://` NATS
+/// server. So every process installs ring first: [`service::main`] and
+/// [`service::Infra::start_on`] do, and so does whatever builds a TLS client before them (the
+/// S3 attachments store).
+pub fn install_crypto_provider() {
+    // An error only says that a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -52,6 +52,7 @@ impl Infra {
         listener: TcpListener,
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
+        crate::install_crypto_provider();
         let service = settings.service;
         let db = crate::db::connect(&settings.database)
             .await
@@ -127,6 +128,7 @@ where
     A: Future<Output = anyhow::Result<R>>,
     R: RunService,
 {
+    crate::install_crypto_provider();
     let mut env = Env::from_process();
     let settings = read(&mut env);
     if let Err(error) = env.finish() {

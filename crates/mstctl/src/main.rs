@@ -100,7 +100,12 @@ impl Target {
                 let mut env = Env::from_process();
                 let settings = AuthSettings::from_env(&mut env);
                 env.finish()?;
-                mst_kit::auth::mint_for(&settings, &self.as_email, &[Role::Admin], Duration::from_secs(600))?
+                mst_kit::auth::mint_for(
+                    &settings,
+                    &self.as_email,
+                    &[Role::Admin],
+                    Duration::from_secs(600),
+                )?
             }
         };
         Ok(format!("Bearer {token}").parse()?)
@@ -143,8 +148,9 @@ async fn load_procedure(
             let json = std::fs::read_to_string(&path)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
             Source::Definition(
-                mst_proto::json::decode("mst.forms.v1.ProcedureDefinition", &json)
-                    .map_err(|e| anyhow::anyhow!("{} is not a procedure definition: {e}", path.display()))?,
+                mst_proto::json::decode("mst.forms.v1.ProcedureDefinition", &json).map_err(
+                    |e| anyhow::anyhow!("{} is not a procedure definition: {e}", path.display()),
+                )?,
             )
         }
         (None, None) => anyhow::bail!("give --builtin or --file"),
@@ -153,7 +159,9 @@ async fn load_procedure(
         source: Some(source),
         publish,
     });
-    request.metadata_mut().insert("authorization", target.bearer()?);
+    request
+        .metadata_mut()
+        .insert("authorization", target.bearer()?);
     let response = ProcedureAdminServiceClient::new(target.channel().await?)
         .load_procedure(request)
         .await
@@ -168,7 +176,11 @@ async fn load_procedure(
         procedure.id,
         procedure.title,
         procedure.version,
-        if procedure.published_revision_id.is_empty() { "none" } else { &procedure.published_revision_id }
+        if procedure.published_revision_id.is_empty() {
+            "none"
+        } else {
+            &procedure.published_revision_id
+        }
     );
     Ok(true)
 }

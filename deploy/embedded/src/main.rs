@@ -82,10 +82,16 @@ fn service_env(
         .set("MST_NATS_URL", nats_url)
         .set("MST_MIGRATE_ON_START", "true")
         .set("MST_FORMS_URL", format!("http://{}", peers.forms))
-        .set("MST_INSTRUCTION_URL", format!("http://{}", peers.instruction))
+        .set(
+            "MST_INSTRUCTION_URL",
+            format!("http://{}", peers.instruction),
+        )
         .set(
             "MST_ATTACHMENTS_DIR",
-            data.join("files").join(service).to_string_lossy().into_owned(),
+            data.join("files")
+                .join(service)
+                .to_string_lossy()
+                .into_owned(),
         );
     if service == "forms" {
         // The demo system comes with the Mois sans tabac procedures published and open.
@@ -107,9 +113,12 @@ struct Peers {
 
 fn addr_of(base: &Env, service: &str, default: SocketAddr) -> anyhow::Result<SocketAddr> {
     match base.raw(&format!("MST_{}_GRPC_ADDR", service.to_uppercase())) {
-        Some(a) => a
-            .parse()
-            .with_context(|| format!("MST_{}_GRPC_ADDR: {a:?} is not an address", service.to_uppercase())),
+        Some(a) => a.parse().with_context(|| {
+            format!(
+                "MST_{}_GRPC_ADDR: {a:?} is not an address",
+                service.to_uppercase()
+            )
+        }),
         None => Ok(default),
     }
 }

@@ -14,7 +14,10 @@ pub fn definition(id: &str) -> Option<Result<ProcedureDefinition, JsonError>> {
         "mst-2024-action" => include_str!("../procedures/mst-2024-action.json"),
         _ => return None,
     };
-    Some(mst_proto::json::decode("mst.forms.v1.ProcedureDefinition", json))
+    Some(mst_proto::json::decode(
+        "mst.forms.v1.ProcedureDefinition",
+        json,
+    ))
 }
 
 #[cfg(test)]

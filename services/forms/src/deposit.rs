@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use mst_kit::auth::{Principal, ServiceToken};
 use mst_proto::instruction::instruction_internal_service_client::InstructionInternalServiceClient;
-use mst_proto::instruction::{RecordDepositRequest, DepositOutcome};
+use mst_proto::instruction::{DepositOutcome, RecordDepositRequest};
 use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -60,7 +60,10 @@ impl Deposits {
                 return Err(AppError::WrongState {
                     reason: "PROCEDURE_CLOSED",
                     current: view.status.as_str().into(),
-                    message: format!("La démarche « {} » est close : le dossier ne peut plus être déposé", view.procedure.row.title),
+                    message: format!(
+                        "La démarche « {} » est close : le dossier ne peut plus être déposé",
+                        view.procedure.row.title
+                    ),
                 }
                 .into());
             }
@@ -69,7 +72,10 @@ impl Deposits {
                 return Err(AppError::WrongState {
                     reason: "INVALID_TRANSITION",
                     current: other.as_str().into(),
-                    message: format!("Le dossier n° {number} est {} : il ne peut pas être déposé", other.label_fr()),
+                    message: format!(
+                        "Le dossier n° {number} est {} : il ne peut pas être déposé",
+                        other.label_fr()
+                    ),
                 }
                 .into());
             }
@@ -105,7 +111,11 @@ impl Deposits {
             match self.client.clone().record_deposit(request.clone()).await {
                 Ok(r) => break r.into_inner(),
                 Err(s) if s.code() == tonic::Code::Unavailable && attempt < 4 => {
-                    tracing::warn!(dossier = number, attempt, "instruction unavailable; retrying the deposit");
+                    tracing::warn!(
+                        dossier = number,
+                        attempt,
+                        "instruction unavailable; retrying the deposit"
+                    );
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
                 Err(s) => return Err(s),

@@ -1,4 +1,5 @@
-//! Where attached files live: an `object_store` (a local directory by default), written as a
+//! Where attached files live: an `object_store` (a local directory by default, an S3-compatible
+//! bucket when `MST_FILES_URL` is set: [`S3Config`]), written as a
 //! stream with a size cap, hashed, and checked against the declared media type by their first
 //! bytes. Nothing is kept of an upload that fails.
 
@@ -6,8 +7,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
+use mst_kit::config::Env;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt as _, WriteMultipart};
+use object_store::prefix::PrefixStore;
+use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt as _, WriteMultipart};
 use sha2::{Digest as _, Sha256};
 
 /// Default cap of one file (20 MB).
@@ -81,8 +85,256 @@ pub struct FileStore {
 
 impl std::fmt::Debug for FileStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileStore").field("max_bytes", &self.max_bytes).finish()
+        f.debug_struct("FileStore")
+            .field("max_bytes", &self.max_bytes)
+            .finish()
     }
+}
+
+/// The `AWS_*` variables read through the service's settings, so that the embedded runner and
+/// tests can set them; `AmazonS3Builder::from_env` reads every other `AWS_*` variable of the
+/// process (web identity, container credentials, encryption…). Of two names of one setting, the
+/// later wins (`AWS_ENDPOINT_URL` over `AWS_ENDPOINT`, `AWS_REGION` over `AWS_DEFAULT_REGION`).
+pub const S3_VARIABLES: &[&str] = &[
+    "AWS_ENDPOINT",
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ALLOW_HTTP",
+    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+];
+
+/// The variable naming the bucket.
+pub const FILES_URL: &str = "MST_FILES_URL";
+
+/// A configuration problem of the S3 store: which variable, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct S3ConfigError {
+    /// The variable to fix.
+    pub var: &'static str,
+    /// What is wrong.
+    pub problem: String,
+}
+
+fn problem(var: &'static str, problem: impl Into<String>) -> S3ConfigError {
+    S3ConfigError {
+        var,
+        problem: problem.into(),
+    }
+}
+
+/// An S3-compatible bucket (AWS, MinIO, Garage, Scaleway, OVH…): `MST_FILES_URL` =
+/// `s3://bucket` or `s3://bucket/prefix`, and the `AWS_*` variables. With `AWS_ENDPOINT_URL`
+/// (an S3-compatible server) requests are path-style (`endpoint/bucket/key`) unless
+/// `AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true`.
+#[derive(Clone)]
+pub struct S3Config {
+    url: String,
+    options: Vec<(AmazonS3ConfigKey, String)>,
+}
+
+impl std::fmt::Debug for S3Config {
+    // Option values may be secrets: only their names are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self.options.iter().map(|(k, _)| k.as_ref()).collect();
+        f.debug_struct("S3Config")
+            .field("url", &self.url)
+            .field("options", &keys)
+            .finish()
+    }
+}
+
+impl S3Config {
+    /// Reads `MST_FILES_URL` and [`S3_VARIABLES`]: `None` when `MST_FILES_URL` is unset (the
+    /// local directory is used) or invalid — the problem, naming the variable, is then recorded
+    /// in `env`, which makes the service exit at start.
+    pub fn from_env(env: &mut Env) -> Option<Self> {
+        let url = env.raw(FILES_URL)?.trim().to_owned();
+        let mut options = Vec::new();
+        for var in S3_VARIABLES {
+            if let Some(value) = env.raw(var) {
+                match var.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                    Ok(key) => options.push((key, value.trim().to_owned())),
+                    Err(e) => env.issue(var, e.to_string()),
+                }
+            }
+        }
+        let config = Self { url, options };
+        match config.build() {
+            Ok(_) => Some(config),
+            Err(e) => {
+                env.issue(e.var, e.problem);
+                None
+            }
+        }
+    }
+
+    /// A bucket at `url` (`s3://bucket[/prefix]`) with these options over the process's
+    /// `AWS_*` variables.
+    pub fn new(
+        url: impl Into<String>,
+        options: impl IntoIterator<Item = (AmazonS3ConfigKey, String)>,
+    ) -> Self {
+        Self {
+            url: url.into(),
+            options: options.into_iter().collect(),
+        }
+    }
+
+    /// The bucket URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The store, every setting checked (no request is made).
+    pub fn build(&self) -> Result<Arc<dyn ObjectStore>, S3ConfigError> {
+        let expected =
+            "expected s3://bucket or s3://bucket/prefix (the server goes in AWS_ENDPOINT_URL)";
+        let Some(rest) = self.url.strip_prefix("s3://") else {
+            return Err(problem(
+                FILES_URL,
+                format!("{expected}, got {:?}", self.url),
+            ));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.contains('@') {
+            return Err(problem(
+                FILES_URL,
+                "must not hold credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            ));
+        }
+        if !valid_bucket(bucket) {
+            return Err(problem(
+                FILES_URL,
+                format!(
+                    "{bucket:?} is not a bucket name (3 to 63 of a-z 0-9 . -, first and last a letter or digit); {expected}"
+                ),
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        let prefix = if prefix.is_empty() {
+            None
+        } else if prefix.contains(['?', '#']) {
+            return Err(problem(
+                FILES_URL,
+                format!("{expected}, without query or fragment"),
+            ));
+        } else {
+            Some(
+                Path::parse(prefix)
+                    .map_err(|e| problem(FILES_URL, format!("invalid prefix {prefix:?}: {e}")))?,
+            )
+        };
+
+        let mut builder = AmazonS3Builder::from_env();
+        for (key, value) in &self.options {
+            builder = builder.with_config(*key, value);
+        }
+        let builder = builder.with_url(format!("s3://{bucket}"));
+
+        let get = |key: AmazonS3ConfigKey| {
+            builder
+                .get_config_value(&key)
+                .filter(|v| !v.trim().is_empty())
+        };
+        let truthy = |v: Option<String>| {
+            v.is_some_and(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "1" | "true" | "on" | "yes" | "y"
+                )
+            })
+        };
+        let endpoint = get(AmazonS3ConfigKey::Endpoint);
+        if let Some(endpoint) = &endpoint {
+            let bad = |why: String| {
+                problem(
+                    "AWS_ENDPOINT_URL",
+                    format!("expected http(s)://host[:port], got {endpoint:?}: {why}"),
+                )
+            };
+            let uri: tonic::codegen::http::Uri =
+                endpoint.parse().map_err(|e| bad(format!("{e}")))?;
+            if uri.host().is_none_or(str::is_empty) {
+                return Err(bad("no host".to_owned()));
+            }
+            match uri.scheme_str() {
+                Some("https") => {}
+                Some("http")
+                    if truthy(get(AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp))) => {}
+                Some("http") => {
+                    return Err(problem(
+                        "AWS_ALLOW_HTTP",
+                        format!("must be true to reach {endpoint} without TLS"),
+                    ));
+                }
+                _ => return Err(bad("the scheme must be http or https".to_owned())),
+            }
+        }
+        let key_id = get(AmazonS3ConfigKey::AccessKeyId);
+        let secret = get(AmazonS3ConfigKey::SecretAccessKey);
+        match (&key_id, &secret) {
+            (Some(_), None) => {
+                return Err(problem(
+                    "AWS_SECRET_ACCESS_KEY",
+                    "required with AWS_ACCESS_KEY_ID",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(problem(
+                    "AWS_ACCESS_KEY_ID",
+                    "required with AWS_SECRET_ACCESS_KEY",
+                ));
+            }
+            _ => {}
+        }
+        // Without keys object_store falls back to web identity, container credentials or the
+        // instance metadata service: AWS only. An S3-compatible server needs its keys.
+        let other_credentials = [
+            AmazonS3ConfigKey::WebIdentityTokenFile,
+            AmazonS3ConfigKey::ContainerCredentialsRelativeUri,
+            AmazonS3ConfigKey::ContainerCredentialsFullUri,
+        ]
+        .into_iter()
+        .any(|k| get(k).is_some());
+        if endpoint.is_some()
+            && key_id.is_none()
+            && !other_credentials
+            && !truthy(get(AmazonS3ConfigKey::SkipSignature))
+        {
+            return Err(problem(
+                "AWS_ACCESS_KEY_ID",
+                "required with AWS_ENDPOINT_URL (an S3-compatible server)",
+            ));
+        }
+
+        // One rustls crypto provider for the whole process (ring), before the HTTP client exists.
+        mst_kit::install_crypto_provider();
+        let store = builder.build().map_err(|e| {
+            problem(
+                FILES_URL,
+                format!("cannot configure the S3 store (AWS_* variables): {e}"),
+            )
+        })?;
+        Ok(match prefix {
+            Some(prefix) => Arc::new(PrefixStore::new(store, prefix)),
+            None => Arc::new(store),
+        })
+    }
+}
+
+/// S3 bucket naming rules (the ones every S3-compatible server enforces).
+fn valid_bucket(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 /// The family of a media type, as its first bytes show it.
@@ -97,7 +349,9 @@ fn family_of_declared(content_type: &str) -> &'static str {
         {
             "zip"
         }
-        "application/msword" | "application/vnd.ms-excel" | "application/vnd.ms-powerpoint" => "ole",
+        "application/msword" | "application/vnd.ms-excel" | "application/vnd.ms-powerpoint" => {
+            "ole"
+        }
         t if t.starts_with("text/") => "text",
         _ => "unknown",
     }
@@ -129,10 +383,30 @@ pub fn content_matches(declared: &str, head: &[u8]) -> bool {
 }
 
 impl FileStore {
+    /// The store the settings name: the S3-compatible bucket of `MST_FILES_URL` when set, else
+    /// the directory `MST_ATTACHMENTS_DIR`.
+    pub fn from_settings(settings: &crate::Settings) -> anyhow::Result<Self> {
+        match &settings.files_s3 {
+            Some(s3) => Self::s3(s3, settings.max_file_bytes),
+            None => Self::local(&settings.attachments_dir, settings.max_file_bytes),
+        }
+    }
+
+    /// A store in an S3-compatible bucket.
+    pub fn s3(config: &S3Config, max_bytes: u64) -> anyhow::Result<Self> {
+        let store = config.build()?;
+        tracing::info!(
+            url = config.url(),
+            "attachments are stored in an S3-compatible bucket"
+        );
+        Ok(Self { store, max_bytes })
+    }
+
     /// A store in a local directory (created if missing).
     pub fn local(dir: &std::path::Path, max_bytes: u64) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?
+            .with_automatic_cleanup(true);
         Ok(Self {
             store: Arc::new(store),
             max_bytes,
@@ -171,6 +445,13 @@ impl FileStore {
                     if head.len() < 512 {
                         let take = (512 - head.len()).min(chunk.len());
                         head.extend_from_slice(&chunk[..take]);
+                        // The head is complete: refuse a type lie now rather than after
+                        // sending the whole file to the store.
+                        if head.len() == 512 && !content_matches(content_type, &head) {
+                            break Some(FileError::TypeMismatch {
+                                declared: content_type.to_owned(),
+                            });
+                        }
                     }
                     hasher.update(&chunk);
                     if let Err(e) = writer.wait_for_capacity(4).await {
@@ -254,7 +535,13 @@ mod tests {
         let mut body = b"%PDF-1.4\n".to_vec();
         body.resize(1000, b'x');
         let stored = store
-            .put_stream("d/1/a", "application/pdf", 1000, 1024, chunks(vec![body[..500].to_vec(), body[500..].to_vec()]))
+            .put_stream(
+                "d/1/a",
+                "application/pdf",
+                1000,
+                1024,
+                chunks(vec![body[..500].to_vec(), body[500..].to_vec()]),
+            )
             .await
             .unwrap();
         assert_eq!(stored.size, 1000);
@@ -268,7 +555,11 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, FileError::TooLarge(1024)));
         let leftover: Vec<_> = walk(dir.path());
-        assert_eq!(leftover, vec!["d/1/a".to_owned()], "nothing of the refused upload is kept");
+        assert_eq!(
+            leftover,
+            vec!["d/1/a".to_owned()],
+            "nothing of the refused upload is kept"
+        );
     }
 
     #[tokio::test]
@@ -276,15 +567,163 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::local(dir.path(), 1024).unwrap();
         let err = store
-            .put_stream("k", "application/pdf", 4, 1024, chunks(vec![b"MZ\x90\x00".to_vec()]))
+            .put_stream(
+                "k",
+                "application/pdf",
+                4,
+                1024,
+                chunks(vec![b"MZ\x90\x00".to_vec()]),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, FileError::TypeMismatch { .. }));
         let err = store
-            .put_stream("k", "application/pdf", 10, 1024, chunks(vec![b"%PDF-".to_vec()]))
+            .put_stream(
+                "k",
+                "application/pdf",
+                10,
+                1024,
+                chunks(vec![b"%PDF-".to_vec()]),
+            )
             .await
             .unwrap_err();
-        assert!(matches!(err, FileError::SizeMismatch { declared: 10, received: 5 }));
+        assert!(matches!(
+            err,
+            FileError::SizeMismatch {
+                declared: 10,
+                received: 5
+            }
+        ));
+        assert!(walk(dir.path()).is_empty());
+    }
+
+    /// The problems `MST_FILES_URL` with these variables makes the service exit with.
+    fn s3_issues(vars: &[(&str, &str)]) -> Result<Option<S3Config>, String> {
+        let mut env = Env::from_map(vars.iter().copied());
+        let config = S3Config::from_env(&mut env);
+        env.finish().map(|()| config).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_s3_store_is_configured_by_mst_files_url_and_the_aws_variables() {
+        assert!(
+            s3_issues(&[]).unwrap().is_none(),
+            "unset: the local directory"
+        );
+        let endpoint = [
+            ("AWS_ENDPOINT_URL", "http://minio:9000"),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ACCESS_KEY_ID", "id"),
+            ("AWS_SECRET_ACCESS_KEY", "hunter2-value"),
+        ];
+        for url in ["s3://mst-files", "s3://mst-files/", "s3://mst.files-1/a/b/"] {
+            let mut vars = vec![("MST_FILES_URL", url)];
+            vars.extend(endpoint);
+            let config = s3_issues(&vars).unwrap().expect("S3");
+            assert_eq!(config.url(), url);
+            let shown = format!("{config:?}");
+            assert!(!shown.contains("hunter2"), "no secret in {shown}");
+        }
+        let aws = s3_issues(&[
+            ("MST_FILES_URL", "s3://mst-files"),
+            ("AWS_REGION", "eu-west-3"),
+        ]);
+        assert!(
+            aws.unwrap().is_some(),
+            "AWS itself: credentials may come from the instance"
+        );
+
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("MST_FILES_URL", "/var/lib/files")],
+                "MST_FILES_URL: expected s3://bucket",
+            ),
+            (
+                &[("MST_FILES_URL", "https://s3.example.org/b")],
+                "MST_FILES_URL: expected s3://bucket",
+            ),
+            (
+                &[("MST_FILES_URL", "s3://")],
+                "MST_FILES_URL: \"\" is not a bucket name",
+            ),
+            (
+                &[("MST_FILES_URL", "s3://My_Bucket")],
+                "MST_FILES_URL: \"My_Bucket\" is not a bucket name",
+            ),
+            (
+                &[("MST_FILES_URL", "s3://id:key@bucket")],
+                "MST_FILES_URL: must not hold credentials",
+            ),
+            (
+                &[("MST_FILES_URL", "s3://bucket/a//b")],
+                "MST_FILES_URL: invalid prefix",
+            ),
+            (
+                &[("MST_FILES_URL", "s3://bucket/a?x=1")],
+                "MST_FILES_URL: expected s3://bucket",
+            ),
+            (
+                &[
+                    ("MST_FILES_URL", "s3://bucket"),
+                    ("AWS_ENDPOINT_URL", "http://minio:9000"),
+                    ("AWS_ACCESS_KEY_ID", "id"),
+                    ("AWS_SECRET_ACCESS_KEY", "k"),
+                ],
+                "AWS_ALLOW_HTTP: must be true to reach http://minio:9000 without TLS",
+            ),
+            (
+                &[
+                    ("MST_FILES_URL", "s3://bucket"),
+                    ("AWS_ENDPOINT_URL", "minio:9000"),
+                    ("AWS_ACCESS_KEY_ID", "id"),
+                    ("AWS_SECRET_ACCESS_KEY", "k"),
+                ],
+                "AWS_ENDPOINT_URL: expected http(s)://host[:port]",
+            ),
+            (
+                &[
+                    ("MST_FILES_URL", "s3://bucket"),
+                    ("AWS_ENDPOINT_URL", "https://s3.fr-par.scw.cloud"),
+                ],
+                "AWS_ACCESS_KEY_ID: required with AWS_ENDPOINT_URL",
+            ),
+            (
+                &[
+                    ("MST_FILES_URL", "s3://bucket"),
+                    ("AWS_ACCESS_KEY_ID", "id"),
+                ],
+                "AWS_SECRET_ACCESS_KEY: required with AWS_ACCESS_KEY_ID",
+            ),
+            (
+                &[
+                    ("MST_FILES_URL", "s3://bucket"),
+                    ("AWS_ALLOW_HTTP", "maybe"),
+                ],
+                "MST_FILES_URL: cannot configure the S3 store",
+            ),
+        ];
+        for (vars, expected) in cases {
+            let err = s3_issues(vars).expect_err(expected);
+            assert!(
+                err.contains(expected),
+                "{vars:?}: {err:?} lacks {expected:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_type_lie_is_refused_at_the_first_512_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::local(dir.path(), 1 << 20).unwrap();
+        let mut exe = b"MZ\x90\x00".to_vec();
+        exe.resize(600, 0);
+        // The stream would fail after its head: the refusal comes first.
+        let parts = futures::stream::iter(vec![Ok(Bytes::from(exe)), Err("never read".to_owned())]);
+        let err = store
+            .put_stream("k", "application/pdf", 600, 1 << 20, parts)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FileError::TypeMismatch { .. }), "{err:?}");
         assert!(walk(dir.path()).is_empty());
     }
 

@@ -48,8 +48,11 @@ pub struct Settings {
     pub common: CommonSettings,
     /// The instruction service (`MST_INSTRUCTION_URL`), for deposits.
     pub instruction_url: String,
-    /// Where attachments are stored (`MST_ATTACHMENTS_DIR`).
+    /// Where attachments are stored (`MST_ATTACHMENTS_DIR`) when `files_s3` is `None`.
     pub attachments_dir: std::path::PathBuf,
+    /// An S3-compatible bucket for attachments instead (`MST_FILES_URL`, `s3://bucket/prefix`,
+    /// with the `AWS_*` variables).
+    pub files_s3: Option<files::S3Config>,
     /// Largest attachment in bytes (`MST_MAX_FILE_BYTES`, default 20 MB).
     pub max_file_bytes: u64,
     /// Shipped procedures at start (`MST_BUILTIN_PROCEDURES`: off, load, publish).
@@ -63,29 +66,46 @@ impl Settings {
     /// Reads the settings; problems are recorded in `env`.
     pub fn from_env(env: &mut Env) -> Self {
         let common = CommonSettings::from_env(env, SERVICE, DEFAULT_ADDR);
-        let builtins = match env.raw("MST_BUILTIN_PROCEDURES").map(str::to_ascii_lowercase).as_deref() {
+        let builtins = match env
+            .raw("MST_BUILTIN_PROCEDURES")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("off") => Builtins::Off,
             Some("load") => Builtins::Load,
             Some("publish") => Builtins::Publish,
             Some(other) => {
-                env.issue("MST_BUILTIN_PROCEDURES", format!("expected off, load or publish, got {other:?}"));
+                env.issue(
+                    "MST_BUILTIN_PROCEDURES",
+                    format!("expected off, load or publish, got {other:?}"),
+                );
                 Builtins::Off
             }
         };
-        let builtin_closing_at = match env.raw("MST_BUILTIN_CLOSING_AT").map(str::to_owned).as_deref() {
+        let builtin_closing_at = match env
+            .raw("MST_BUILTIN_CLOSING_AT")
+            .map(str::to_owned)
+            .as_deref()
+        {
             None | Some("keep") => None,
             Some("none") => Some(None),
             Some(at) => match chrono::DateTime::parse_from_rfc3339(at) {
                 Ok(at) => Some(Some(at.with_timezone(&chrono::Utc))),
                 Err(e) => {
-                    env.issue("MST_BUILTIN_CLOSING_AT", format!("expected keep, none or an RFC 3339 instant: {e}"));
+                    env.issue(
+                        "MST_BUILTIN_CLOSING_AT",
+                        format!("expected keep, none or an RFC 3339 instant: {e}"),
+                    );
                     None
                 }
             },
         };
         Self {
             instruction_url: env.or("MST_INSTRUCTION_URL", "http://127.0.0.1:50052".to_owned()),
-            attachments_dir: env.or("MST_ATTACHMENTS_DIR", "data/forms-files".to_owned()).into(),
+            attachments_dir: env
+                .or("MST_ATTACHMENTS_DIR", "data/forms-files".to_owned())
+                .into(),
+            files_s3: files::S3Config::from_env(env),
             max_file_bytes: env.or("MST_MAX_FILE_BYTES", files::DEFAULT_MAX_BYTES),
             builtins,
             builtin_closing_at,
@@ -121,11 +141,12 @@ impl App {
         listener: tokio::net::TcpListener,
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
-        let files = files::FileStore::local(&settings.attachments_dir, settings.max_file_bytes)?;
+        let files = files::FileStore::from_settings(&settings)?;
         let token = mst_kit::auth::ServiceToken::for_service(&settings.common.auth, SERVICE)?;
-        let instruction = tonic::transport::Endpoint::from_shared(settings.instruction_url.clone())?
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .connect_lazy();
+        let instruction =
+            tonic::transport::Endpoint::from_shared(settings.instruction_url.clone())?
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .connect_lazy();
         let infra = Infra::start_on(settings.common.clone(), listener, shutdown).await?;
         let forms = app::Forms::new(
             infra.db.clone(),
@@ -134,7 +155,12 @@ impl App {
             files,
         );
         if settings.builtins != Builtins::Off {
-            load_builtins(&forms, settings.builtins == Builtins::Publish, settings.builtin_closing_at).await?;
+            load_builtins(
+                &forms,
+                settings.builtins == Builtins::Publish,
+                settings.builtin_closing_at,
+            )
+            .await?;
         }
         infra.spawn_consumer(events::spec(), events::StatusMirror::new(forms.clone()));
         let api = grpc::Api::new(forms, deposit::Deposits::new(instruction, token));
@@ -159,8 +185,8 @@ async fn load_builtins(
         roles: [mst_kit::auth::Role::Admin, mst_kit::auth::Role::System].into(),
     };
     for id in builtin::IDS {
-        let def = builtin::definition(id)
-            .ok_or_else(|| anyhow::anyhow!("unknown builtin {id}"))??;
+        let def =
+            builtin::definition(id).ok_or_else(|| anyhow::anyhow!("unknown builtin {id}"))??;
         let mut def = grpc::convert::procedure_definition(def, "definition")
             .map_err(|v| anyhow::anyhow!("shipped procedure {id} is invalid: {v:?}"))?;
         if let Some(at) = closing_at {
@@ -170,7 +196,12 @@ async fn load_builtins(
             .load_procedure(&system, def, publish)
             .await
             .map_err(|e| anyhow::anyhow!("loading {id}: {e}"))?;
-        tracing::info!(procedure = id, ?outcome, publish, "shipped procedure loaded");
+        tracing::info!(
+            procedure = id,
+            ?outcome,
+            publish,
+            "shipped procedure loaded"
+        );
     }
     Ok(())
 }

@@ -74,22 +74,32 @@ pub fn display(value: &Value, geo: &dyn Geo) -> String {
                 a.label.clone()
             }
         }
-        Value::Commune(c) => geo
-            .commune(c.as_str())
-            .map_or_else(|| c.as_str().to_owned(), |i| format!("{} ({})", i.name, i.code)),
-        Value::Departement(d) => geo
-            .departement(d.as_str())
-            .map_or_else(|| d.as_str().to_owned(), |i| format!("{} – {}", i.code, i.name)),
-        Value::Region(r) => geo.region(r.as_str()).map_or_else(|| r.as_str().to_owned(), |i| i.name.to_owned()),
+        Value::Commune(c) => geo.commune(c.as_str()).map_or_else(
+            || c.as_str().to_owned(),
+            |i| format!("{} ({})", i.name, i.code),
+        ),
+        Value::Departement(d) => geo.departement(d.as_str()).map_or_else(
+            || d.as_str().to_owned(),
+            |i| format!("{} – {}", i.code, i.name),
+        ),
+        Value::Region(r) => geo
+            .region(r.as_str())
+            .map_or_else(|| r.as_str().to_owned(), |i| i.name.to_owned()),
         Value::Repetition(rows) => format!("{} ligne(s)", rows.len()),
-        Value::Files(files) => files.iter().map(|f| f.name.clone()).collect::<Vec<_>>().join("\n"),
+        Value::Files(files) => files
+            .iter()
+            .map(|f| f.name.clone())
+            .collect::<Vec<_>>()
+            .join("\n"),
         Value::DossierLink(n) => format!("Dossier n° {n}"),
     }
 }
 
 fn capitalised(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// The PDF view of a dossier: visible sections and answers only.
@@ -133,9 +143,16 @@ pub fn pdf_document(view: &DossierView, geo: &dyn Geo) -> PdfDocument {
                         field
                             .children
                             .iter()
-                            .filter(|c| !matches!(c.field_type, FieldType::HeaderSection | FieldType::Explication))
+                            .filter(|c| {
+                                !matches!(
+                                    c.field_type,
+                                    FieldType::HeaderSection | FieldType::Explication
+                                )
+                            })
                             .filter_map(|c| {
-                                r.champs.get(&c.id).map(|v| (c.label.clone(), display(v, geo)))
+                                r.champs
+                                    .get(&c.id)
+                                    .map(|v| (c.label.clone(), display(v, geo)))
                             })
                             .collect()
                     })

@@ -81,7 +81,10 @@ impl App {
             infra.relay.clone(),
             app::FormsFreeze::new(forms, token),
         );
-        infra.spawn_consumer(events::spec(), events::FormsEvents::new(instruction.clone()));
+        infra.spawn_consumer(
+            events::spec(),
+            events::FormsEvents::new(instruction.clone()),
+        );
         Ok(Self { infra, instruction })
     }
 

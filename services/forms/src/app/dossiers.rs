@@ -979,7 +979,10 @@ impl Forms {
         let mut q = dossier::Entity::update_many()
             .col_expr(dossier::Column::Status, Expr::value(status.as_str()))
             .col_expr(dossier::Column::StatusVersion, Expr::value(status_version))
-            .col_expr(dossier::Column::FrozenBy, Expr::value(Option::<String>::None));
+            .col_expr(
+                dossier::Column::FrozenBy,
+                Expr::value(Option::<String>::None),
+            );
         if status != Status::EnConstruction {
             q = q.col_expr(dossier::Column::CorrectionPending, Expr::value(false));
         }
@@ -992,7 +995,10 @@ impl Forms {
         // unfreeze mirrors the status first, the event brings the flag).
         if let Some(pending) = correction_pending {
             dossier::Entity::update_many()
-                .col_expr(dossier::Column::CorrectionPending, Expr::value(pending && status == Status::EnConstruction))
+                .col_expr(
+                    dossier::Column::CorrectionPending,
+                    Expr::value(pending && status == Status::EnConstruction),
+                )
                 .filter(dossier::Column::Number.eq(number))
                 .filter(dossier::Column::StatusVersion.eq(status_version))
                 .exec(db)
@@ -1077,7 +1083,11 @@ impl Forms {
         } else {
             q = q.filter(dossier::Column::Status.is_in(statuses.iter().map(|s| s.as_str())));
         }
-        let rows = q.order_by_asc(dossier::Column::Number).limit(limit).all(&self.db).await?;
+        let rows = q
+            .order_by_asc(dossier::Column::Number)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             out.push(self.view(&self.db, row, Access::Owner).await?);

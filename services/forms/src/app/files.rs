@@ -66,7 +66,12 @@ fn invalid(path: &ChampPath, message: impl Into<String>) -> AppError {
 impl Forms {
     /// Stores a file sent as `chunks` and appends it to the champ. Owner or invitee of an
     /// editable dossier. Oversize content is refused before anything is kept.
-    pub async fn upload_file<S>(&self, who: &Principal, meta: UploadMeta, chunks: S) -> Result<(FileRef, i64), AppError>
+    pub async fn upload_file<S>(
+        &self,
+        who: &Principal,
+        meta: UploadMeta,
+        chunks: S,
+    ) -> Result<(FileRef, i64), AppError>
     where
         S: Stream<Item = Result<Bytes, String>> + Unpin,
     {
@@ -80,11 +85,18 @@ impl Forms {
             return Err(invalid(&meta.path, "Ce champ n'accepte pas de fichier"));
         }
         let (accepted, field_max, max_files) = match &entry.field.constraints {
-            Constraints::File(c) => (c.accepted_content_types.clone(), c.max_size_bytes, c.max_files),
+            Constraints::File(c) => (
+                c.accepted_content_types.clone(),
+                c.max_size_bytes,
+                c.max_files,
+            ),
             _ => (Vec::new(), None, None),
         };
-        let limit = field_max.unwrap_or(self.files.max_bytes).min(self.files.max_bytes);
-        let name = sanitize(&meta.file_name).ok_or_else(|| invalid(&meta.path, "Nom de fichier invalide"))?;
+        let limit = field_max
+            .unwrap_or(self.files.max_bytes)
+            .min(self.files.max_bytes);
+        let name = sanitize(&meta.file_name)
+            .ok_or_else(|| invalid(&meta.path, "Nom de fichier invalide"))?;
         if meta.size > limit {
             return Err(AppError::TooLarge {
                 what: format!("Le fichier « {name} »"),
@@ -98,14 +110,20 @@ impl Forms {
             accepted.contains(&content_type)
         };
         if !allowed {
-            return Err(invalid(&meta.path, format!("Type de fichier non accepté : {content_type}")));
+            return Err(invalid(
+                &meta.path,
+                format!("Type de fichier non accepté : {content_type}"),
+            ));
         }
         let current = match view.answers.get_at(&meta.path) {
             Some(Value::Files(f)) => f.len(),
             _ => 0,
         };
         if current as u32 >= max_files.unwrap_or(10) {
-            return Err(invalid(&meta.path, format!("Au plus {} fichiers pour ce champ", max_files.unwrap_or(10))));
+            return Err(invalid(
+                &meta.path,
+                format!("Au plus {} fichiers pour ce champ", max_files.unwrap_or(10)),
+            ));
         }
         let id = uuid::Uuid::now_v7().to_string();
         let key = format!("dossiers/{number}/{id}");
@@ -145,7 +163,14 @@ impl Forms {
         }
     }
 
-    async fn attach(&self, who: &Principal, access: Access, meta: &UploadMeta, f: &FileRef, key: &str) -> Result<i64, AppError> {
+    async fn attach(
+        &self,
+        who: &Principal,
+        access: Access,
+        meta: &UploadMeta,
+        f: &FileRef,
+        key: &str,
+    ) -> Result<i64, AppError> {
         let number = meta.number;
         let now = Utc::now();
         let txn = mst_kit::db::begin_write(&self.db).await?;
@@ -177,7 +202,10 @@ impl Forms {
         let version = row.version + 1;
         let headline = Headline::of(&form, &answers);
         dossier::Entity::update_many()
-            .col_expr(dossier::Column::Answers, Expr::value(serde_json::to_string(&answers)?))
+            .col_expr(
+                dossier::Column::Answers,
+                Expr::value(serde_json::to_string(&answers)?),
+            )
             .col_expr(dossier::Column::Version, Expr::value(version))
             .col_expr(dossier::Column::Title, Expr::value(headline.title))
             .col_expr(dossier::Column::UpdatedAt, Expr::value(now))
@@ -230,7 +258,12 @@ impl Forms {
     }
 
     /// A file of a dossier the caller may read.
-    pub async fn file(&self, who: &Principal, number: i64, file_id: &str) -> Result<Download, AppError> {
+    pub async fn file(
+        &self,
+        who: &Principal,
+        number: i64,
+        file_id: &str,
+    ) -> Result<Download, AppError> {
         self.dossier(who, number).await?;
         let row = file::Entity::find_by_id(file_id.to_owned())
             .filter(file::Column::DossierNumber.eq(number))
@@ -253,7 +286,12 @@ impl Forms {
 
     /// Copies the files a set of answers refers to into dossier `to`, returning the answers
     /// pointing at the copies (duplicate). Rows are inserted in `txn`'s dossier once it exists.
-    pub(crate) async fn copy_files(&self, answers: &Answers, to: i64, who: &str) -> Result<(Answers, Vec<file::Model>), AppError> {
+    pub(crate) async fn copy_files(
+        &self,
+        answers: &Answers,
+        to: i64,
+        who: &str,
+    ) -> Result<(Answers, Vec<file::Model>), AppError> {
         let mut out = answers.clone();
         let mut rows = Vec::new();
         let now = Utc::now();
@@ -263,23 +301,29 @@ impl Forms {
                 Value::Files(f) => Some((ChampPath::Field(id.clone()), f.clone())),
                 _ => None,
             })
-            .chain(answers.iter().flat_map(|(rep, v)| match v {
-                Value::Repetition(rows) => rows
-                    .iter()
-                    .flat_map(|r| {
-                        r.champs.iter().filter_map(|(child, v)| match v {
-                            Value::Files(f) => Some((ChampPath::child(rep.clone(), r.id.clone(), child.clone()), f.clone())),
-                            _ => None,
+            .chain(answers.iter().flat_map(|(rep, v)| {
+                match v {
+                    Value::Repetition(rows) => rows
+                        .iter()
+                        .flat_map(|r| {
+                            r.champs.iter().filter_map(|(child, v)| match v {
+                                Value::Files(f) => Some((
+                                    ChampPath::child(rep.clone(), r.id.clone(), child.clone()),
+                                    f.clone(),
+                                )),
+                                _ => None,
+                            })
                         })
-                    })
-                    .collect::<Vec<_>>(),
-                _ => Vec::new(),
+                        .collect::<Vec<_>>(),
+                    _ => Vec::new(),
+                }
             }))
             .collect();
         for (path, files) in ids {
             let mut copies = Vec::with_capacity(files.len());
             for f in files {
-                let Some(source) = file::Entity::find_by_id(f.id.clone()).one(&self.db).await? else {
+                let Some(source) = file::Entity::find_by_id(f.id.clone()).one(&self.db).await?
+                else {
                     continue;
                 };
                 let id = uuid::Uuid::now_v7().to_string();
@@ -302,8 +346,9 @@ impl Forms {
                 });
                 copies.push(FileRef { id, ..f });
             }
-            out.set_at(&path, Value::Files(copies))
-                .map_err(|e| AppError::Unexpected(anyhow::anyhow!("copying files: {}", e.message_fr())))?;
+            out.set_at(&path, Value::Files(copies)).map_err(|e| {
+                AppError::Unexpected(anyhow::anyhow!("copying files: {}", e.message_fr()))
+            })?;
         }
         Ok((out, rows))
     }
@@ -316,7 +361,10 @@ mod tests {
     #[test]
     fn file_names_lose_directories_and_control_characters() {
         assert_eq!(sanitize("../../etc/passwd").as_deref(), Some("passwd"));
-        assert_eq!(sanitize("C:\\Users\\x\\budget 2024.pdf").as_deref(), Some("budget 2024.pdf"));
+        assert_eq!(
+            sanitize("C:\\Users\\x\\budget 2024.pdf").as_deref(),
+            Some("budget 2024.pdf")
+        );
         assert_eq!(sanitize("a\u{0}b\r\n.pdf").as_deref(), Some("ab.pdf"));
         assert_eq!(sanitize("  "), None);
         assert_eq!(sanitize(".."), None);

@@ -21,8 +21,10 @@ use crate::domain::validate::Violation;
 use crate::store;
 
 pub use dossiers::{DossierView, HistoryPage, Patch, PatchOp, Scope};
-pub use files::{UploadMeta, Download};
-pub use procedures::{LoadOutcome, ProcedureUpdate, ProcedureView, RevisionState, RevisionView, StoredNotice};
+pub use files::{Download, UploadMeta};
+pub use procedures::{
+    LoadOutcome, ProcedureUpdate, ProcedureView, RevisionState, RevisionView, StoredNotice,
+};
 
 /// Producer name in event metadata.
 pub const PRODUCER: &str = "forms";

@@ -8,7 +8,6 @@ use mst_kit::auth::{Principal, Role};
 use mst_proto::events::{EventMetadata, ProcedureChanged, ProcedureRef};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, Set};
 
-
 use super::{AppError, Forms, PRODUCER, actor, page_size, require};
 use crate::domain::form::FormDefinition;
 use crate::domain::procedure::{Kind, ProcedureDefinition};
@@ -434,7 +433,10 @@ pub struct StoredNotice {
 impl ProcedureView {
     /// The notice document, if one was uploaded.
     pub fn notice(&self) -> Option<StoredNotice> {
-        self.row.notice.as_deref().and_then(|n| serde_json::from_str(n).ok())
+        self.row
+            .notice
+            .as_deref()
+            .and_then(|n| serde_json::from_str(n).ok())
     }
 }
 
@@ -536,11 +538,16 @@ impl Forms {
             None => None,
         };
         let form: FormDefinition = serde_json::from_str(&draft.definition)?;
-        if form.fields().is_empty() || published.as_ref().is_some_and(|r| r.definition == draft.definition) {
+        if form.fields().is_empty()
+            || published
+                .as_ref()
+                .is_some_and(|r| r.definition == draft.definition)
+        {
             return Err(AppError::WrongState {
                 reason: "NOTHING_TO_PUBLISH",
                 current: p.state.clone(),
-                message: "Le brouillon de formulaire est vide ou identique à la version publiée".into(),
+                message: "Le brouillon de formulaire est vide ou identique à la version publiée"
+                    .into(),
             });
         }
         let row = publish_draft(&txn, p, published, now).await?;
@@ -578,9 +585,19 @@ impl Forms {
         let name = file_name
             .rsplit(['/', '\\'])
             .next()
-            .map(|n| n.chars().filter(|c| !c.is_control()).take(200).collect::<String>())
+            .map(|n| {
+                n.chars()
+                    .filter(|c| !c.is_control())
+                    .take(200)
+                    .collect::<String>()
+            })
             .filter(|n| !n.trim().is_empty())
-            .ok_or_else(|| AppError::BadRequest(vec![("metadata.file_name".into(), "Nom de fichier invalide".into())]))?;
+            .ok_or_else(|| {
+                AppError::BadRequest(vec![(
+                    "metadata.file_name".into(),
+                    "Nom de fichier invalide".into(),
+                )])
+            })?;
         let limit = self.files.max_bytes;
         if size > limit {
             return Err(AppError::TooLarge {
@@ -600,7 +617,10 @@ impl Forms {
                     limit_bytes: limit,
                 },
                 crate::files::FileError::Store(e) => AppError::Unexpected(e.into()),
-                other => AppError::BadRequest(vec![("chunk".into(), format!("Notice refusée : {other}"))]),
+                other => AppError::BadRequest(vec![(
+                    "chunk".into(),
+                    format!("Notice refusée : {other}"),
+                )]),
             })?;
         let notice = StoredNotice {
             file: crate::domain::value::FileRef {

@@ -669,7 +669,8 @@ pub fn paris_datetime(instant: DateTime<Utc>) -> NaiveDateTime {
         Some((start, end)) if start <= utc && utc < end => 2,
         _ => 1,
     };
-    utc.checked_add_signed(TimeDelta::hours(offset)).unwrap_or(utc)
+    utc.checked_add_signed(TimeDelta::hours(offset))
+        .unwrap_or(utc)
 }
 
 /// Last Sunday of a 31-day month.

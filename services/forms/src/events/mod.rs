@@ -14,7 +14,10 @@ use crate::domain::procedure::Status;
 pub fn spec() -> ConsumerSpec {
     ConsumerSpec::new(
         "forms",
-        &[ev::DossierStatusChanged::SUBJECT, ev::DossierCorrectionResolved::SUBJECT],
+        &[
+            ev::DossierStatusChanged::SUBJECT,
+            ev::DossierCorrectionResolved::SUBJECT,
+        ],
     )
 }
 
@@ -49,9 +52,12 @@ impl Handler for StatusMirror {
         if d.subject == ev::DossierStatusChanged::SUBJECT {
             let e = d.decode::<ev::DossierStatusChanged>()?;
             let Some(to) = status(e.to_status) else {
-                return Err(HandlerError::Permanent(anyhow::anyhow!("status change without a target status")));
+                return Err(HandlerError::Permanent(anyhow::anyhow!(
+                    "status change without a target status"
+                )));
             };
-            let pending = (e.transition == ev::DossierTransition::DemanderCorrection as i32).then_some(true);
+            let pending =
+                (e.transition == ev::DossierTransition::DemanderCorrection as i32).then_some(true);
             self.forms
                 .mirror_status(txn, e.number, to, e.status_version, pending)
                 .await
@@ -60,12 +66,21 @@ impl Handler for StatusMirror {
         } else if d.subject == ev::DossierCorrectionResolved::SUBJECT {
             let e = d.decode::<ev::DossierCorrectionResolved>()?;
             self.forms
-                .mirror_status(txn, e.number, Status::EnConstruction, e.status_version, Some(false))
+                .mirror_status(
+                    txn,
+                    e.number,
+                    Status::EnConstruction,
+                    e.status_version,
+                    Some(false),
+                )
                 .await
                 .map_err(transient)?;
             Ok(())
         } else {
-            Err(HandlerError::Permanent(anyhow::anyhow!("unexpected subject {}", d.subject)))
+            Err(HandlerError::Permanent(anyhow::anyhow!(
+                "unexpected subject {}",
+                d.subject
+            )))
         }
     }
 }

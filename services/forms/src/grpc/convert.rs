@@ -1609,8 +1609,13 @@ fn row_to_pb(row: &Row, children: &[FieldDefinition]) -> pb::RepetitionRow {
 
 /// The champ a request names: a top-level field, or a child field of a repetition row; paths of
 /// violations start with `prefix`.
-pub fn champ_path(field_id: &str, row: Option<&pb::RowRef>, prefix: &str) -> Result<ChampPath, FieldViolation> {
-    let field = FieldId::parse(field_id).map_err(|e| (format!("{prefix}.field_id"), e.message_fr()))?;
+pub fn champ_path(
+    field_id: &str,
+    row: Option<&pb::RowRef>,
+    prefix: &str,
+) -> Result<ChampPath, FieldViolation> {
+    let field =
+        FieldId::parse(field_id).map_err(|e| (format!("{prefix}.field_id"), e.message_fr()))?;
     Ok(match row {
         None => ChampPath::Field(field),
         Some(pb::RowRef {
@@ -1619,7 +1624,8 @@ pub fn champ_path(field_id: &str, row: Option<&pb::RowRef>, prefix: &str) -> Res
         }) => ChampPath::Child {
             repetition: FieldId::parse(repetition_field_id)
                 .map_err(|e| (format!("{prefix}.row.repetition_field_id"), e.message_fr()))?,
-            row: RowId::parse(row_id).map_err(|e| (format!("{prefix}.row.row_id"), e.message_fr()))?,
+            row: RowId::parse(row_id)
+                .map_err(|e| (format!("{prefix}.row.row_id"), e.message_fr()))?,
             field,
         },
     })

@@ -15,7 +15,9 @@ use mst_proto::forms::forms_service_server::FormsService;
 use mst_proto::forms::procedure_admin_service_server::ProcedureAdminService;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::app::{AppError, DossierView, Forms, LoadOutcome, ProcedureView, RevisionState, RevisionView, Scope};
+use crate::app::{
+    AppError, DossierView, Forms, LoadOutcome, ProcedureView, RevisionState, RevisionView, Scope,
+};
 use crate::deposit::Deposits;
 use crate::domain::procedure::Access;
 use crate::domain::referentiel::Referentiel;
@@ -201,7 +203,8 @@ impl FormsService for Api {
         if view.row.published_revision_id.is_none() && !who.has(mst_kit::auth::Role::Admin) {
             return Err(AppError::NotFound("procedure", procedure_id).into());
         }
-        let published_revision = match (&view.row.published_revision_id, include_published_revision) {
+        let published_revision = match (&view.row.published_revision_id, include_published_revision)
+        {
             (Some(id), true) => Some(revision_to_pb(&self.forms.revision(id).await?)),
             _ => None,
         };
@@ -394,7 +397,9 @@ impl FormsService for Api {
             number,
             expected_version,
         } = request.into_inner();
-        self.forms.delete_dossier(&who, number, expected_version).await?;
+        self.forms
+            .delete_dossier(&who, number, expected_version)
+            .await?;
         Ok(Response::new(pb::DeleteDossierResponse {}))
     }
 
@@ -408,7 +413,10 @@ impl FormsService for Api {
             invitee_email,
             message,
         } = request.into_inner();
-        let inv = self.forms.invite(&who, number, &invitee_email, &message).await?;
+        let inv = self
+            .forms
+            .invite(&who, number, &invitee_email, &message)
+            .await?;
         Ok(Response::new(pb::InviteToDossierResponse {
             invitation: Some(invitation_to_pb(inv)),
         }))
@@ -435,7 +443,9 @@ impl FormsService for Api {
             number,
             invitation_id,
         } = request.into_inner();
-        self.forms.revoke_invitation(&who, number, &invitation_id).await?;
+        self.forms
+            .revoke_invitation(&who, number, &invitation_id)
+            .await?;
         Ok(Response::new(pb::RevokeInvitationResponse {}))
     }
 
@@ -485,7 +495,11 @@ impl FormsService for Api {
             .map(|e| {
                 let label = crate::domain::value::ChampPath::parse(&e.field_path)
                     .ok()
-                    .and_then(|p| page.form.entry(p.field_id()).map(|en| en.field.label.clone()))
+                    .and_then(|p| {
+                        page.form
+                            .entry(p.field_id())
+                            .map(|en| en.field.label.clone())
+                    })
                     .unwrap_or_default();
                 pb::HistoryEntry {
                     version: e.version,
@@ -519,9 +533,17 @@ impl FormsService for Api {
             .message()
             .await?
             .and_then(|m| m.payload)
-            .ok_or_else(|| bad("metadata", "Les métadonnées du fichier doivent être envoyées en premier"))?;
+            .ok_or_else(|| {
+                bad(
+                    "metadata",
+                    "Les métadonnées du fichier doivent être envoyées en premier",
+                )
+            })?;
         let Payload::Metadata(meta) = first else {
-            return Err(bad("metadata", "Les métadonnées du fichier doivent être envoyées en premier"));
+            return Err(bad(
+                "metadata",
+                "Les métadonnées du fichier doivent être envoyées en premier",
+            ));
         };
         let pb::UploadChampFileMetadata {
             number,
@@ -532,11 +554,17 @@ impl FormsService for Api {
             size_bytes,
             expected_version,
         } = meta;
-        let path = convert::champ_path(&field_id, row.as_ref(), "metadata").map_err(|(f, m)| bad(f, m))?;
+        let path =
+            convert::champ_path(&field_id, row.as_ref(), "metadata").map_err(|(f, m)| bad(f, m))?;
         let size = u64::try_from(size_bytes)
             .ok()
             .filter(|s| *s > 0)
-            .ok_or_else(|| bad("metadata.size_bytes", "La taille du fichier doit être positive"))?;
+            .ok_or_else(|| {
+                bad(
+                    "metadata.size_bytes",
+                    "La taille du fichier doit être positive",
+                )
+            })?;
         let chunks = stream.map(|m| match m {
             Ok(pb::UploadChampFileRequest {
                 payload: Some(Payload::Chunk(bytes)),
@@ -605,7 +633,8 @@ impl FormsService for Api {
             content_type: crate::pdf::CONTENT_TYPE.to_owned(),
             size_bytes: i64::try_from(bytes.len()).ok(),
         };
-        let content: crate::files::ByteStream = Box::pin(futures::stream::iter([Ok(bytes::Bytes::from(bytes))]));
+        let content: crate::files::ByteStream =
+            Box::pin(futures::stream::iter([Ok(bytes::Bytes::from(bytes))]));
         Ok(Response::new(download_stream(
             header,
             content,
@@ -650,7 +679,10 @@ fn request_key(key: &str) -> Result<Option<String>, Status> {
         return Ok(None);
     }
     if key.len() > 64 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(bad("request_id", "Identifiant de requête invalide (64 caractères ASCII au plus)"));
+        return Err(bad(
+            "request_id",
+            "Identifiant de requête invalide (64 caractères ASCII au plus)",
+        ));
     }
     Ok(Some(key.to_owned()))
 }
@@ -710,20 +742,28 @@ impl ProcedureAdminService for Api {
         let mut update = crate::app::ProcedureUpdate::default();
         let paths = update_mask.map(|m| m.paths).unwrap_or_default();
         if paths.is_empty() {
-            return Err(bad("update_mask", "Indiquez au moins un attribut à modifier"));
+            return Err(bad(
+                "update_mask",
+                "Indiquez au moins un attribut à modifier",
+            ));
         }
         for path in paths {
             match path.as_str() {
                 "title" => {
                     update.title = Some(
-                        convert::procedure_title(title.clone(), "procedure.title").map_err(|(f, m)| bad(f, m))?,
+                        convert::procedure_title(title.clone(), "procedure.title")
+                            .map_err(|(f, m)| bad(f, m))?,
                     );
                 }
                 "description" => update.description = Some(description.clone()),
                 "estimated_filling_time" => {
-                    let d = convert::duration(estimated_filling_time.as_ref(), "procedure.estimated_filling_time")
-                        .map_err(|(f, m)| bad(f, m))?;
-                    update.estimated_filling_secs = Some(i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                    let d = convert::duration(
+                        estimated_filling_time.as_ref(),
+                        "procedure.estimated_filling_time",
+                    )
+                    .map_err(|(f, m)| bad(f, m))?;
+                    update.estimated_filling_secs =
+                        Some(i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
                 }
                 "closing_at" => {
                     update.closing_at = Some(
@@ -759,7 +799,10 @@ impl ProcedureAdminService for Api {
         let who = caller(&request)?;
         let mut stream = request.into_inner();
         let Some(Payload::Metadata(meta)) = stream.message().await?.and_then(|m| m.payload) else {
-            return Err(bad("metadata", "Les métadonnées de la notice doivent être envoyées en premier"));
+            return Err(bad(
+                "metadata",
+                "Les métadonnées de la notice doivent être envoyées en premier",
+            ));
         };
         let pb::UploadNoticeMetadata {
             procedure_id,
@@ -770,7 +813,12 @@ impl ProcedureAdminService for Api {
         let size = u64::try_from(size_bytes)
             .ok()
             .filter(|s| *s > 0)
-            .ok_or_else(|| bad("metadata.size_bytes", "La taille du fichier doit être positive"))?;
+            .ok_or_else(|| {
+                bad(
+                    "metadata.size_bytes",
+                    "La taille du fichier doit être positive",
+                )
+            })?;
         let chunks = stream.map(|m| match m {
             Ok(pb::UploadNoticeRequest {
                 payload: Some(Payload::Chunk(bytes)),
@@ -780,7 +828,14 @@ impl ProcedureAdminService for Api {
         });
         let view = self
             .forms
-            .set_notice(&who, &procedure_id, &file_name, &content_type, size, Box::pin(chunks))
+            .set_notice(
+                &who,
+                &procedure_id,
+                &file_name,
+                &content_type,
+                size,
+                Box::pin(chunks),
+            )
             .await?;
         Ok(Response::new(pb::UploadNoticeResponse {
             procedure: Some(procedure_to_pb(&view)),
@@ -836,7 +891,10 @@ impl ProcedureAdminService for Api {
             procedure_id,
             expected_version,
         } = request.into_inner();
-        let (procedure, revision) = self.forms.publish(&who, &procedure_id, expected_version).await?;
+        let (procedure, revision) = self
+            .forms
+            .publish(&who, &procedure_id, expected_version)
+            .await?;
         Ok(Response::new(pb::PublishRevisionResponse {
             procedure: Some(procedure_to_pb(&procedure)),
             published_revision: Some(revision_to_pb(&revision)),
@@ -851,15 +909,27 @@ impl ProcedureAdminService for Api {
         let pb::LoadProcedureRequest { source, publish } = request.into_inner();
         let def = match source {
             Some(pb::load_procedure_request::Source::Definition(def)) => def,
-            Some(pb::load_procedure_request::Source::BuiltinId(id)) => crate::builtin::definition(&id)
-                .ok_or_else(|| {
-                    bad(
-                        "builtin_id",
-                        format!("Démarche intégrée inconnue : « {id} » (connues : {})", crate::builtin::IDS.join(", ")),
-                    )
-                })?
-                .map_err(|e| Status::internal(format!("shipped definition {id} is invalid: {e}")))?,
-            None => return Err(bad("source", "Indiquez une définition ou l'identifiant d'une démarche intégrée")),
+            Some(pb::load_procedure_request::Source::BuiltinId(id)) => {
+                crate::builtin::definition(&id)
+                    .ok_or_else(|| {
+                        bad(
+                            "builtin_id",
+                            format!(
+                                "Démarche intégrée inconnue : « {id} » (connues : {})",
+                                crate::builtin::IDS.join(", ")
+                            ),
+                        )
+                    })?
+                    .map_err(|e| {
+                        Status::internal(format!("shipped definition {id} is invalid: {e}"))
+                    })?
+            }
+            None => {
+                return Err(bad(
+                    "source",
+                    "Indiquez une définition ou l'identifiant d'une démarche intégrée",
+                ));
+            }
         };
         let def = convert::procedure_definition(def, "definition").map_err(bad_all)?;
         let (procedure, revision, outcome) = self.forms.load_procedure(&who, def, publish).await?;
@@ -891,7 +961,8 @@ impl FormsInternalService for Api {
         if operation_id.is_empty() || operation_id.len() > 64 {
             return Err(bad("operation_id", "Identifiant d'opération invalide"));
         }
-        let (content_version, already_frozen) = self.forms.freeze(&who, number, &operation_id).await?;
+        let (content_version, already_frozen) =
+            self.forms.freeze(&who, number, &operation_id).await?;
         Ok(Response::new(pb::FreezeDossierResponse {
             content_version,
             already_frozen,
@@ -910,9 +981,13 @@ impl FormsInternalService for Api {
             status_version,
         } = request.into_inner();
         let frozen = match pb::UnfreezeReason::try_from(reason) {
-            Ok(pb::UnfreezeReason::Rollback) => self.forms.unfreeze(&who, number, &operation_id).await?,
+            Ok(pb::UnfreezeReason::Rollback) => {
+                self.forms.unfreeze(&who, number, &operation_id).await?
+            }
             Ok(pb::UnfreezeReason::ReturnedToConstruction) => {
-                self.forms.returned_to_construction(&who, number, status_version).await?
+                self.forms
+                    .returned_to_construction(&who, number, status_version)
+                    .await?
             }
             _ => return Err(bad("reason", "Motif de dégel inconnu")),
         };
@@ -946,11 +1021,19 @@ impl FormsInternalService for Api {
             .await?;
         let forms = self.forms.clone();
         let stream = futures::stream::unfold(Some(0i64), move |after| {
-            let (forms, who, procedure_id, numbers, parsed) =
-                (forms.clone(), who.clone(), procedure_id.clone(), numbers.clone(), parsed.clone());
+            let (forms, who, procedure_id, numbers, parsed) = (
+                forms.clone(),
+                who.clone(),
+                procedure_id.clone(),
+                numbers.clone(),
+                parsed.clone(),
+            );
             async move {
                 let after = after?;
-                match forms.procedure_dossiers(&who, &procedure_id, &numbers, &parsed, after, 200).await {
+                match forms
+                    .procedure_dossiers(&who, &procedure_id, &numbers, &parsed, after, 200)
+                    .await
+                {
                     Ok(page) if page.is_empty() => None,
                     Ok(page) => {
                         let next = page.last().map(|v| v.row.number);

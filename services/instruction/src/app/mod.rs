@@ -1,8 +1,12 @@
 //! Use cases of the instruction service, transport-agnostic: the workflow (deposit, transitions
 //! with the forms freeze of invariant I1, follows), access checks, and the roster.
 
+pub mod avis;
+pub mod board;
+pub mod export;
 pub mod roster;
-mod workflow;
+pub mod stats;
+pub mod workflow;
 
 use mst_bus::RelayHandle;
 use mst_kit::ApiError;
@@ -11,7 +15,10 @@ use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::domain::{ErrorCategory, TransitionError};
 
-pub use workflow::{AccessAnswer, DepositInput, DepositResult, DossierView, FormsFreeze, Headline, Relation, Transition, status_to_pb, transition_to_pb};
+pub use workflow::{
+    AccessAnswer, DepositInput, DepositResult, DossierView, FormsFreeze, Headline, Relation,
+    Transition, status_to_pb, transition_to_pb,
+};
 
 /// Producer name in event metadata.
 pub const PRODUCER: &str = "instruction";
@@ -69,7 +76,10 @@ impl AppError {
             ErrorCategory::PermissionDenied => AppError::Forbidden(e.to_string()),
             ErrorCategory::FailedPrecondition => AppError::WrongState {
                 reason: e.reason(),
-                current: e.current_status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                current: e
+                    .current_status()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
                 message: e.message_fr_for(number),
             },
         }
@@ -92,7 +102,9 @@ impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
         match e {
             AppError::BadRequest(v) => ApiError::Invalid(
-                v.into_iter().map(|(f, m)| mst_kit::Violation::new(f, m)).collect(),
+                v.into_iter()
+                    .map(|(f, m)| mst_kit::Violation::new(f, m))
+                    .collect(),
             ),
             AppError::NotFound(resource, id) => ApiError::NotFound { resource, id },
             AppError::Forbidden(why) => ApiError::PermissionDenied(why),
@@ -154,6 +166,11 @@ impl Instruction {
     pub fn relay(&self) -> &RelayHandle {
         &self.relay
     }
+
+    /// The forms service client (freeze, dossier content for exports).
+    pub fn forms(&self) -> &FormsFreeze {
+        &self.forms
+    }
 }
 
 /// The event actor of a caller.
@@ -176,7 +193,10 @@ pub fn require(who: &Principal, role: Role) -> Result<(), AppError> {
     if who.has(role) {
         Ok(())
     } else {
-        Err(AppError::Forbidden(format!("{} lacks role {role}", who.email)))
+        Err(AppError::Forbidden(format!(
+            "{} lacks role {role}",
+            who.email
+        )))
     }
 }
 

@@ -495,6 +495,8 @@ impl Instruction {
             return Err(AppError::NotFound("groupe", g.to_owned()));
         }
         let at = now();
+        // Ending follows can turn dossiers back into « à suivre »: resync their counters.
+        let followed = super::board::followed_numbers(&txn, &email).await?;
         store::delete_memberships(&txn, &email, groupe_id).await?;
         store::end_follows(&txn, &email, groupe_id, at).await?;
         let view = if store::groupe_ids_of(&txn, &email).await?.is_empty() {
@@ -510,6 +512,9 @@ impl Instruction {
         } else {
             instructeur_view(&txn, &email).await?
         };
+        for n in &followed {
+            super::board::sync_dossier(&txn, *n).await?;
+        }
         txn.commit().await?;
         tracing::info!(
             groupe = groupe_id.unwrap_or("*"),

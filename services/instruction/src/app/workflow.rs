@@ -23,7 +23,7 @@ use crate::domain::{
 };
 use crate::store::{self, deposit, dossier, follow, invitee, procedure, traitement};
 
-type FormsClient = FormsInternalServiceClient<InterceptedService<Channel, ServiceToken>>;
+pub(crate) type FormsClient = FormsInternalServiceClient<InterceptedService<Channel, ServiceToken>>;
 
 /// The forms service's freeze API (invariant I1), called before a dossier passes en instruction.
 #[derive(Clone, Debug)]
@@ -45,13 +45,18 @@ impl FormsFreeze {
         Self { client: None }
     }
 
-    fn client(&self) -> Result<FormsClient, AppError> {
+    pub(crate) fn client(&self) -> Result<FormsClient, AppError> {
         self.client
             .clone()
             .ok_or_else(|| AppError::Unavailable("no forms service configured".into()))
     }
 
-    async fn freeze(&self, number: i64, operation_id: &str, status_version: i64) -> Result<i64, AppError> {
+    async fn freeze(
+        &self,
+        number: i64,
+        operation_id: &str,
+        status_version: i64,
+    ) -> Result<i64, AppError> {
         let response = self
             .client()?
             .freeze_dossier(FreezeDossierRequest {
@@ -73,7 +78,9 @@ impl FormsFreeze {
     }
 
     async fn rollback(&self, number: i64, operation_id: &str) {
-        let Ok(mut client) = self.client() else { return };
+        let Ok(mut client) = self.client() else {
+            return;
+        };
         let request = UnfreezeDossierRequest {
             number,
             operation_id: operation_id.to_owned(),
@@ -86,7 +93,9 @@ impl FormsFreeze {
     }
 
     async fn returned(&self, number: i64, operation_id: &str, status_version: i64) {
-        let Ok(mut client) = self.client() else { return };
+        let Ok(mut client) = self.client() else {
+            return;
+        };
         let request = UnfreezeDossierRequest {
             number,
             operation_id: operation_id.to_owned(),
@@ -212,7 +221,12 @@ fn state_of(row: &dossier::Model, followers: &[follow::Model]) -> Result<Dossier
         row.version,
         followers,
     )
-    .map_err(|e| AppError::Unexpected(anyhow::anyhow!("dossier {} is inconsistent: {e:?}", row.number)))
+    .map_err(|e| {
+        AppError::Unexpected(anyhow::anyhow!(
+            "dossier {} is inconsistent: {e:?}",
+            row.number
+        ))
+    })
 }
 
 /// The event enum of a status.
@@ -245,7 +259,9 @@ pub fn transition_to_pb(t: TransitionKind) -> ev::DossierTransition {
 fn role_of(actor: &Actor) -> (&'static str, ev::Role) {
     match actor {
         Actor::Owner { .. } | Actor::Invitee { .. } => ("promoteur", ev::Role::Promoteur),
-        Actor::Instructeur { .. } | Actor::UndeclaredInstructeur { .. } => ("instructeur", ev::Role::Instructeur),
+        Actor::Instructeur { .. } | Actor::UndeclaredInstructeur { .. } => {
+            ("instructeur", ev::Role::Instructeur)
+        }
         Actor::Admin { .. } => ("admin", ev::Role::Admin),
         Actor::System { .. } => ("system", ev::Role::System),
         Actor::Other { .. } => ("other", ev::Role::Unspecified),
@@ -253,14 +269,22 @@ fn role_of(actor: &Actor) -> (&'static str, ev::Role) {
 }
 
 impl Instruction {
-    async fn procedure_ref<C: ConnectionTrait>(&self, db: &C, id: &str) -> Result<(ev::ProcedureRef, Option<DateTime<Utc>>), AppError> {
+    async fn procedure_ref<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        id: &str,
+    ) -> Result<(ev::ProcedureRef, Option<DateTime<Utc>>), AppError> {
         let p = store::procedure(db, id).await?;
         Ok(match p {
             Some(p) => (
                 ev::ProcedureRef {
                     id: p.id.clone(),
                     title: p.title.clone(),
-                    kind: if p.kind == "action" { ev::DossierKind::Action } else { ev::DossierKind::Projet } as i32,
+                    kind: if p.kind == "action" {
+                        ev::DossierKind::Action
+                    } else {
+                        ev::DossierKind::Projet
+                    } as i32,
                 },
                 p.closing_at,
             ),
@@ -309,14 +333,30 @@ impl Instruction {
                 correction_reason,
             }) => {
                 match to {
-                    Status::EnConstruction if row.deposited_at.is_none() => active.deposited_at = Set(Some(now)),
+                    Status::EnConstruction if row.deposited_at.is_none() => {
+                        active.deposited_at = Set(Some(now))
+                    }
                     Status::EnInstruction => active.en_instruction_at = Set(Some(now)),
                     s if s.is_decided() => active.decided_at = Set(Some(now)),
                     _ => {}
                 }
-                (*from, *to, transition.as_str().to_owned(), motivation.clone(), justificatif.clone(), *correction_reason)
+                (
+                    *from,
+                    *to,
+                    transition.as_str().to_owned(),
+                    motivation.clone(),
+                    justificatif.clone(),
+                    *correction_reason,
+                )
             }
-            EventKind::CorrectionResolved => (state.status(), state.status(), "correction_resolved".into(), None, None, None),
+            EventKind::CorrectionResolved => (
+                state.status(),
+                state.status(),
+                "correction_resolved".into(),
+                None,
+                None,
+                None,
+            ),
             EventKind::Archived { status } => {
                 active.archived_at = Set(Some(now));
                 (*status, *status, "archive".into(), None, None, None)
@@ -365,7 +405,11 @@ impl Instruction {
                 role: role as i32,
             },
         ));
-        let invitees: Vec<String> = store::invitees(txn, row.number).await?.into_iter().map(|i| i.email).collect();
+        let invitees: Vec<String> = store::invitees(txn, row.number)
+            .await?
+            .into_iter()
+            .map(|i| i.email)
+            .collect();
         match &event.kind {
             EventKind::StatusChanged(change) => {
                 let e = ev::DossierStatusChanged {
@@ -391,12 +435,19 @@ impl Instruction {
                     correction_reason: change
                         .correction_reason
                         .map(|r| match r {
-                            crate::domain::CorrectionReason::Incorrect => ev::CorrectionReason::Incorrect,
-                            crate::domain::CorrectionReason::Incomplete => ev::CorrectionReason::Incomplete,
-                            crate::domain::CorrectionReason::Outdated => ev::CorrectionReason::Outdated,
+                            crate::domain::CorrectionReason::Incorrect => {
+                                ev::CorrectionReason::Incorrect
+                            }
+                            crate::domain::CorrectionReason::Incomplete => {
+                                ev::CorrectionReason::Incomplete
+                            }
+                            crate::domain::CorrectionReason::Outdated => {
+                                ev::CorrectionReason::Outdated
+                            }
                             crate::domain::CorrectionReason::Other => ev::CorrectionReason::Other,
                         })
-                        .unwrap_or(ev::CorrectionReason::Unspecified) as i32,
+                        .unwrap_or(ev::CorrectionReason::Unspecified)
+                        as i32,
                     content_version,
                 };
                 mst_bus::enqueue_event(txn, &e).await?;
@@ -433,17 +484,25 @@ impl Instruction {
                 mst_bus::enqueue_event(txn, &e).await?;
             }
         }
+        super::board::sync_dossier(txn, row.number).await?;
         Ok(())
     }
 
     /// Records a deposit forms made (brouillon → en_construction, or the resolution of a pending
     /// correction). Idempotent per deposit id. Role: system.
-    pub async fn record_deposit(&self, who: &Principal, input: DepositInput) -> Result<DepositResult, AppError> {
+    pub async fn record_deposit(
+        &self,
+        who: &Principal,
+        input: DepositInput,
+    ) -> Result<DepositResult, AppError> {
         require(who, Role::System)?;
         let now = Utc::now();
         let number = input.number;
         let txn = mst_kit::db::begin_write(self.db()).await?;
-        if let Some(done) = deposit::Entity::find_by_id(input.deposit_id.clone()).one(&txn).await? {
+        if let Some(done) = deposit::Entity::find_by_id(input.deposit_id.clone())
+            .one(&txn)
+            .await?
+        {
             txn.rollback().await?;
             return Ok(serde_json::from_str(&done.response)?);
         }
@@ -451,13 +510,25 @@ impl Instruction {
         let row = match store::dossier_for_update(&txn, number).await? {
             Some(row) => row,
             None => {
-                self.insert_brouillon(&txn, number, &input.procedure.id, &input.revision_id, &input.owner_email, input.created_at)
-                    .await?;
-                store::dossier_for_update(&txn, number).await?.ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?
+                self.insert_brouillon(
+                    &txn,
+                    number,
+                    &input.procedure.id,
+                    &input.revision_id,
+                    &input.owner_email,
+                    input.created_at,
+                )
+                .await?;
+                store::dossier_for_update(&txn, number)
+                    .await?
+                    .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?
             }
         };
         if row.owner_email != input.owner_email {
-            return Err(AppError::Forbidden(format!("{} does not own dossier {number}", input.owner_email)));
+            return Err(AppError::Forbidden(format!(
+                "{} does not own dossier {number}",
+                input.owner_email
+            )));
         }
         let followers = store::followers(&txn, number).await?;
         let state = state_of(&row, &followers)?;
@@ -466,7 +537,9 @@ impl Instruction {
         let resolving = matches!(command, Command::ResolveCorrection);
         let t = apply(
             &state,
-            &Actor::Owner { email: row.owner_email.clone() },
+            &Actor::Owner {
+                email: row.owner_email.clone(),
+            },
             command,
             Context { now, closing_at },
         )
@@ -520,14 +593,31 @@ impl Instruction {
         Ok(result)
     }
 
-    async fn groupe_of_row<C: ConnectionTrait>(&self, db: &C, row: &dossier::Model) -> Result<Option<(String, String)>, AppError> {
-        let Some(id) = &row.groupe_id else { return Ok(None) };
-        let label = store::roster::groupe(db, id).await?.map(|g| g.label).unwrap_or_default();
+    async fn groupe_of_row<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        row: &dossier::Model,
+    ) -> Result<Option<(String, String)>, AppError> {
+        let Some(id) = &row.groupe_id else {
+            return Ok(None);
+        };
+        let label = store::roster::groupe(db, id)
+            .await?
+            .map(|g| g.label)
+            .unwrap_or_default();
         Ok(Some((id.clone(), label)))
     }
 
-    async fn upsert_procedure_ref<C: ConnectionTrait>(&self, db: &C, p: &ev::ProcedureRef) -> Result<(), AppError> {
-        let kind = if p.kind == ev::DossierKind::Action as i32 { "action" } else { "projet" };
+    async fn upsert_procedure_ref<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        p: &ev::ProcedureRef,
+    ) -> Result<(), AppError> {
+        let kind = if p.kind == ev::DossierKind::Action as i32 {
+            "action"
+        } else {
+            "projet"
+        };
         procedure::Entity::insert(procedure::ActiveModel {
             id: Set(p.id.clone()),
             title: Set(p.title.clone()),
@@ -584,10 +674,17 @@ impl Instruction {
     /// The workflow actor of a caller on a dossier: an instructeur is checked against the roster
     /// and the dossier's groupe.
     async fn actor_for(&self, who: &Principal, row: &dossier::Model) -> Result<Actor, AppError> {
+        if who.has(Role::System) {
+            return Ok(Actor::System {
+                service: who.email.clone(),
+            });
+        }
         if who.has(Role::Instructeur) {
             let groupes = self.groupes_of(&who.email).await?;
             return Ok(if groupes.is_empty() {
-                Actor::UndeclaredInstructeur { email: who.email.clone() }
+                Actor::UndeclaredInstructeur {
+                    email: who.email.clone(),
+                }
             } else {
                 Actor::Instructeur {
                     email: who.email.clone(),
@@ -596,12 +693,18 @@ impl Instruction {
             });
         }
         if who.email == row.owner_email {
-            return Ok(Actor::Owner { email: who.email.clone() });
+            return Ok(Actor::Owner {
+                email: who.email.clone(),
+            });
         }
         if who.has(Role::Admin) {
-            return Ok(Actor::Admin { email: who.email.clone() });
+            return Ok(Actor::Admin {
+                email: who.email.clone(),
+            });
         }
-        Ok(Actor::Other { email: who.email.clone() })
+        Ok(Actor::Other {
+            email: who.email.clone(),
+        })
     }
 
     /// Applies an instructeur's command at `expected_version`. Passing en instruction first has
@@ -616,14 +719,17 @@ impl Instruction {
         command: Command,
     ) -> Result<DossierView, AppError> {
         let now = Utc::now();
-        let row = store::dossier(self.db(), number).await?.ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
+        let row = store::dossier(self.db(), number)
+            .await?
+            .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
         let actor = self.actor_for(who, &row).await?;
         let followers = store::followers(self.db(), number).await?;
         let state = state_of(&row, &followers)?;
         let (_, closing_at) = self.procedure_ref(self.db(), &row.procedure_id).await?;
         let context = Context { now, closing_at };
         // Decide first (authorization and state), so that a refused command freezes nothing.
-        let planned = apply(&state, &actor, command.clone(), context).map_err(|e| AppError::transition(number, e))?;
+        let planned = apply(&state, &actor, command.clone(), context)
+            .map_err(|e| AppError::transition(number, e))?;
         if row.version != expected_version {
             return Err(AppError::Stale {
                 resource: "dossier",
@@ -633,17 +739,35 @@ impl Instruction {
             });
         }
         let traitement_id = uuid::Uuid::now_v7().to_string();
-        let freezes = state.status() == Status::EnConstruction && planned.state.status() == Status::EnInstruction;
+        let freezes = state.status() == Status::EnConstruction
+            && planned.state.status() == Status::EnInstruction;
         let content_version = if freezes {
-            self.forms.freeze(number, &traitement_id, planned.state.version()).await?
+            self.forms
+                .freeze(number, &traitement_id, planned.state.version())
+                .await?
         } else {
             row.content_version
         };
-        let result = self.commit_command(&actor, number, expected_version, command, context, &traitement_id, content_version).await;
+        let result = self
+            .commit_command(
+                &actor,
+                number,
+                expected_version,
+                command,
+                context,
+                &traitement_id,
+                content_version,
+            )
+            .await;
         match &result {
             Err(_) if freezes => self.forms.rollback(number, &traitement_id).await,
-            Ok(view) if view.row.status == Status::EnConstruction.as_str() && state.status() != Status::EnConstruction => {
-                self.forms.returned(number, &traitement_id, view.row.version).await;
+            Ok(view)
+                if view.row.status == Status::EnConstruction.as_str()
+                    && state.status() != Status::EnConstruction =>
+            {
+                self.forms
+                    .returned(number, &traitement_id, view.row.version)
+                    .await;
             }
             _ => {}
         }
@@ -662,7 +786,9 @@ impl Instruction {
         content_version: i64,
     ) -> Result<DossierView, AppError> {
         let txn = mst_kit::db::begin_write(self.db()).await?;
-        let row = store::dossier_for_update(&txn, number).await?.ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
+        let row = store::dossier_for_update(&txn, number)
+            .await?
+            .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
         if row.version != expected_version {
             return Err(AppError::Stale {
                 resource: "dossier",
@@ -673,9 +799,19 @@ impl Instruction {
         }
         let followers = store::followers(&txn, number).await?;
         let state = state_of(&row, &followers)?;
-        let t = apply(&state, actor, command, context).map_err(|e| AppError::transition(number, e))?;
-        self.commit_transition(&txn, &row, &t.state, &t.event, traitement_id, content_version, t.auto_follow.as_deref(), None)
-            .await?;
+        let t =
+            apply(&state, actor, command, context).map_err(|e| AppError::transition(number, e))?;
+        self.commit_transition(
+            &txn,
+            &row,
+            &t.state,
+            &t.event,
+            traitement_id,
+            content_version,
+            t.auto_follow.as_deref(),
+            None,
+        )
+        .await?;
         txn.commit().await?;
         self.relay().wake();
         let who_email = actor.email().to_owned();
@@ -684,7 +820,9 @@ impl Instruction {
 
     async fn view(&self, number: i64, me: &str) -> Result<DossierView, AppError> {
         let db = self.db();
-        let row = store::dossier(db, number).await?.ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
+        let row = store::dossier(db, number)
+            .await?
+            .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
         let followers = store::followers(db, number).await?;
         Ok(DossierView {
             procedure: store::procedure(db, &row.procedure_id).await?,
@@ -699,9 +837,14 @@ impl Instruction {
 
     /// A dossier for a declared instructeur of its groupe (never a brouillon) or an admin.
     pub async fn dossier(&self, who: &Principal, number: i64) -> Result<DossierView, AppError> {
-        let row = store::dossier(self.db(), number).await?.ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
+        let row = store::dossier(self.db(), number)
+            .await?
+            .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
         let visible = match self.actor_for(who, &row).await? {
-            Actor::Instructeur { of_groupe: true, .. } | Actor::Admin { .. } => row.status != Status::Brouillon.as_str() && !row.deleted,
+            Actor::Instructeur {
+                of_groupe: true, ..
+            }
+            | Actor::Admin { .. } => row.status != Status::Brouillon.as_str() && !row.deleted,
             _ => false,
         };
         if !visible {
@@ -711,11 +854,20 @@ impl Instruction {
     }
 
     /// Follows (or, with `follow = false`, unfollows) a dossier; idempotent.
-    pub async fn set_follow(&self, who: &Principal, number: i64, follow_it: bool) -> Result<DossierView, AppError> {
-        let row = store::dossier(self.db(), number).await?.ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
+    pub async fn set_follow(
+        &self,
+        who: &Principal,
+        number: i64,
+        follow_it: bool,
+    ) -> Result<DossierView, AppError> {
+        let row = store::dossier(self.db(), number)
+            .await?
+            .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
         let actor = self.actor_for(who, &row).await?;
         let txn = mst_kit::db::begin_write(self.db()).await?;
-        let row = store::dossier_for_update(&txn, number).await?.ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
+        let row = store::dossier_for_update(&txn, number)
+            .await?
+            .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
         let followers = store::followers(&txn, number).await?;
         let state = state_of(&row, &followers)?;
         let outcome = if follow_it {
@@ -739,31 +891,49 @@ impl Instruction {
             } else {
                 store::close_follow(&txn, number, &who.email, now).await?;
             }
+            super::board::sync_dossier(&txn, number).await?;
         }
         txn.commit().await?;
         self.view(number, &who.email).await
     }
 
     /// How `email` relates to dossier `number`. Role: system.
-    pub async fn check_access(&self, who: &Principal, number: i64, email: &str, instructeur: bool) -> Result<AccessAnswer, AppError> {
+    pub async fn check_access(
+        &self,
+        who: &Principal,
+        number: i64,
+        email: &str,
+        instructeur: bool,
+    ) -> Result<AccessAnswer, AppError> {
         require(who, Role::System)?;
         let db = self.db();
         let Some(row) = store::dossier(db, number).await? else {
-            return Ok(AccessAnswer { relations: Vec::new(), state: None });
+            return Ok(AccessAnswer {
+                relations: Vec::new(),
+                state: None,
+            });
         };
         let status = parse_status(&row.status)?;
         let mut relations = Vec::new();
         if row.owner_email == email {
             relations.push(Relation::Owner);
         }
-        if store::invitees(db, number).await?.iter().any(|i| i.email == email) {
+        if store::invitees(db, number)
+            .await?
+            .iter()
+            .any(|i| i.email == email)
+        {
             relations.push(Relation::Invitee);
         }
         if instructeur && status != Status::Brouillon && !row.deleted {
             let groupes = self.groupes_of(email).await?;
             if row.groupe_id.as_ref().is_some_and(|g| groupes.contains(g)) {
                 relations.push(Relation::Instructeur);
-                if store::followers(db, number).await?.iter().any(|f| f.email == email) {
+                if store::followers(db, number)
+                    .await?
+                    .iter()
+                    .any(|f| f.email == email)
+                {
                     relations.push(Relation::Follower);
                 }
             }
@@ -775,7 +945,11 @@ impl Instruction {
     }
 
     /// Projection of forms' `DossierCreated`: the brouillon exists (idempotent).
-    pub async fn on_dossier_created<C: ConnectionTrait>(&self, txn: &C, e: &ev::DossierCreated) -> Result<(), AppError> {
+    pub async fn on_dossier_created<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        e: &ev::DossierCreated,
+    ) -> Result<(), AppError> {
         if let Some(p) = &e.procedure {
             self.upsert_procedure_ref(txn, p).await?;
         }
@@ -785,12 +959,31 @@ impl Instruction {
             .and_then(|m| m.occurred_at.as_ref())
             .and_then(|t| DateTime::from_timestamp(t.seconds, 0))
             .unwrap_or_else(Utc::now);
-        let procedure_id = e.procedure.as_ref().map(|p| p.id.clone()).unwrap_or_default();
-        self.insert_brouillon(txn, e.number, &procedure_id, &e.revision_id, &e.owner_email, created).await
+        let procedure_id = e
+            .procedure
+            .as_ref()
+            .map(|p| p.id.clone())
+            .unwrap_or_default();
+        self.insert_brouillon(
+            txn,
+            e.number,
+            &procedure_id,
+            &e.revision_id,
+            &e.owner_email,
+            created,
+        )
+        .await
     }
 
     /// Projection of forms' invitation events.
-    pub async fn on_invitation<C: ConnectionTrait>(&self, txn: &C, number: i64, invitation_id: &str, email: &str, revoked: bool) -> Result<(), AppError> {
+    pub async fn on_invitation<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        number: i64,
+        invitation_id: &str,
+        email: &str,
+        revoked: bool,
+    ) -> Result<(), AppError> {
         let now = Utc::now();
         if revoked {
             invitee::Entity::update_many()
@@ -815,21 +1008,33 @@ impl Instruction {
     }
 
     /// Projection of forms' `DossierDeleted`.
-    pub async fn on_dossier_deleted<C: ConnectionTrait>(&self, txn: &C, number: i64) -> Result<(), AppError> {
+    pub async fn on_dossier_deleted<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        number: i64,
+    ) -> Result<(), AppError> {
         dossier::Entity::update_many()
             .col_expr(dossier::Column::Deleted, Expr::value(true))
             .filter(dossier::Column::Number.eq(number))
             .filter(dossier::Column::Status.eq(Status::Brouillon.as_str()))
             .exec(txn)
             .await?;
+        super::board::sync_dossier(txn, number).await?;
         Ok(())
     }
 
     /// Projection of forms' `ProcedureChanged` (titles, closing date), ignoring stale versions.
-    pub async fn on_procedure_changed<C: ConnectionTrait>(&self, txn: &C, e: &ev::ProcedureChanged) -> Result<(), AppError> {
+    pub async fn on_procedure_changed<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        e: &ev::ProcedureChanged,
+    ) -> Result<(), AppError> {
         let Some(p) = &e.procedure else { return Ok(()) };
         self.upsert_procedure_ref(txn, p).await?;
-        let closing_at = e.closing_at.as_ref().and_then(|t| DateTime::from_timestamp(t.seconds, 0));
+        let closing_at = e
+            .closing_at
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp(t.seconds, 0));
         procedure::Entity::update_many()
             .col_expr(procedure::Column::Title, Expr::value(p.title.clone()))
             .col_expr(procedure::Column::ClosingAt, Expr::value(closing_at))
@@ -842,7 +1047,12 @@ impl Instruction {
     }
 
     /// Projection of forms' `DossierContentChanged`: the content version instructeurs see.
-    pub async fn on_content_changed<C: ConnectionTrait>(&self, txn: &C, number: i64, version: i64) -> Result<(), AppError> {
+    pub async fn on_content_changed<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        number: i64,
+        version: i64,
+    ) -> Result<(), AppError> {
         dossier::Entity::update_many()
             .col_expr(dossier::Column::ContentVersion, Expr::value(version))
             .filter(dossier::Column::Number.eq(number))
@@ -850,5 +1060,148 @@ impl Instruction {
             .exec(txn)
             .await?;
         Ok(())
+    }
+}
+
+impl Instruction {
+    /// Passes en instruction every en_construction dossier of every procedure whose closing date
+    /// has passed, each with its traitement, forms freeze and event; returns how many moved.
+    /// Failures are logged and retried at the next run.
+    pub async fn close_due_procedures(&self, now: DateTime<Utc>) -> Result<usize, AppError> {
+        use sea_orm::{QueryOrder, QuerySelect};
+        let due: Vec<String> = procedure::Entity::find()
+            .filter(procedure::Column::ClosingAt.lte(now))
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let system = Principal {
+            email: PRODUCER.to_owned(),
+            name: None,
+            roles: [Role::System].into(),
+        };
+        let mut moved = 0;
+        let mut after = 0i64;
+        loop {
+            let batch = dossier::Entity::find()
+                .filter(dossier::Column::ProcedureId.is_in(due.clone()))
+                .filter(dossier::Column::Status.eq(Status::EnConstruction.as_str()))
+                .filter(dossier::Column::Deleted.eq(false))
+                .filter(dossier::Column::Number.gt(after))
+                .order_by_asc(dossier::Column::Number)
+                .limit(200)
+                .all(self.db())
+                .await?;
+            let Some(last) = batch.last() else { break };
+            after = last.number;
+            for row in batch {
+                match self.transition(&system, row.number, row.version, Command::PasserEnInstructionAuto).await {
+                    Ok(_) => moved += 1,
+                    Err(e) => tracing::warn!(dossier = row.number, error = %e, "automatic passage en instruction failed; will retry"),
+                }
+            }
+        }
+        if moved > 0 {
+            tracing::info!(moved, "closing date passed: dossiers moved en instruction");
+        }
+        Ok(moved)
+    }
+
+    /// Runs [`Instruction::close_due_procedures`] every `every` until `shutdown`.
+    pub async fn run_closing_scheduler(self, every: std::time::Duration, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            if let Err(e) = self.close_due_procedures(Utc::now()).await {
+                tracing::warn!(error = %e, "closing-date scheduler run failed");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}
+
+/// How a person is involved in a dossier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Involvement {
+    /// Owner.
+    Owner,
+    /// Invitee.
+    Invitee,
+    /// Follower.
+    Follower,
+    /// Instructeur who ran a transition.
+    Instructeur,
+}
+
+/// One person involved, since when, until when (former).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    /// Email.
+    pub email: String,
+    /// How.
+    pub involvement: Involvement,
+    /// Since.
+    pub since: DateTime<Utc>,
+    /// Until (former involvement).
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Instruction {
+    /// Everyone involved in a dossier (owner, invitees, followers, instructeurs who acted), when
+    /// they joined and, with `include_former`, those who left. Readers of the dossier only.
+    pub async fn people_involved(&self, who: &Principal, number: i64, include_former: bool) -> Result<Vec<Person>, AppError> {
+        let view = self.dossier(who, number).await?;
+        let mut people = vec![Person {
+            email: view.row.owner_email.clone(),
+            involvement: Involvement::Owner,
+            since: view.row.created_at,
+            until: None,
+        }];
+        let invitees = if include_former {
+            invitee::Entity::find()
+                .filter(invitee::Column::DossierNumber.eq(number))
+                .all(self.db())
+                .await?
+        } else {
+            view.invitees.clone()
+        };
+        people.extend(invitees.into_iter().map(|i| Person {
+            email: i.email,
+            involvement: Involvement::Invitee,
+            since: i.since,
+            until: i.until,
+        }));
+        let follows = if include_former {
+            follow::Entity::find()
+                .filter(follow::Column::DossierNumber.eq(number))
+                .all(self.db())
+                .await?
+        } else {
+            view.followers.clone()
+        };
+        people.extend(follows.into_iter().map(|f| Person {
+            email: f.email,
+            involvement: Involvement::Follower,
+            since: f.followed_at,
+            until: f.unfollowed_at,
+        }));
+        let mut seen = BTreeSet::new();
+        for t in view.traitements.iter().filter(|t| t.actor_role == "instructeur") {
+            if seen.insert(t.actor_email.clone()) {
+                people.push(Person {
+                    email: t.actor_email.clone(),
+                    involvement: Involvement::Instructeur,
+                    since: t.at,
+                    until: None,
+                });
+            }
+        }
+        people.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.email.cmp(&b.email)));
+        Ok(people)
     }
 }

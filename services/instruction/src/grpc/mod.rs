@@ -1,7 +1,11 @@
 //! The gRPC face of the instruction service. `InstructionInternalService` (deposits and access
 //! checks for the other services) is served here; the roster has its own module.
 
+pub mod avis;
+pub mod board;
+pub mod export;
 pub mod roster;
+pub mod workflow;
 
 use chrono::{DateTime, Utc};
 use mst_kit::auth::principal;
@@ -89,7 +93,10 @@ impl InstructionInternalService for InternalApi {
                 departement_code: h.departement_code,
                 cpam: h.cpam,
             },
-            created_at: created_at.as_ref().and_then(datetime).unwrap_or_else(Utc::now),
+            created_at: created_at
+                .as_ref()
+                .and_then(datetime)
+                .unwrap_or_else(Utc::now),
         };
         let result = self.instruction.record_deposit(&who, input).await?;
         Ok(Response::new(pb::RecordDepositResponse {
@@ -110,7 +117,11 @@ impl InstructionInternalService for InternalApi {
         request: Request<pb::CheckDossierAccessRequest>,
     ) -> Result<Response<pb::CheckDossierAccessResponse>, Status> {
         let who = principal(&request)?;
-        let pb::CheckDossierAccessRequest { number, email, role } = request.into_inner();
+        let pb::CheckDossierAccessRequest {
+            number,
+            email,
+            role,
+        } = request.into_inner();
         if email.trim().is_empty() {
             return Err(bad("email", "Adresse électronique manquante"));
         }
@@ -120,7 +131,12 @@ impl InstructionInternalService for InternalApi {
         }
         let answer = self
             .instruction
-            .check_access(&who, number, &email.trim().to_lowercase(), role == ev::Role::Instructeur)
+            .check_access(
+                &who,
+                number,
+                &email.trim().to_lowercase(),
+                role == ev::Role::Instructeur,
+            )
             .await?;
         let (status, status_version, archived) = match answer.state {
             Some((s, v, a)) => (status_to_pb(s), v, a),

@@ -1,6 +1,8 @@
 //! Persistence of the instruction service: sea-orm entities and queries. Functions take any
 //! connection so that a use case decides what commits together.
 
+pub mod avis;
+pub mod board;
 pub mod roster;
 
 use chrono::{DateTime, Utc};
@@ -227,18 +229,30 @@ pub mod deposit {
 }
 
 /// A dossier by number.
-pub async fn dossier<C: ConnectionTrait>(db: &C, number: i64) -> Result<Option<dossier::Model>, DbErr> {
+pub async fn dossier<C: ConnectionTrait>(
+    db: &C,
+    number: i64,
+) -> Result<Option<dossier::Model>, DbErr> {
     dossier::Entity::find_by_id(number).one(db).await
 }
 
 /// A dossier by number, its row locked until the transaction ends (PostgreSQL; SQLite write
 /// transactions hold the database lock already).
-pub async fn dossier_for_update<C: ConnectionTrait>(db: &C, number: i64) -> Result<Option<dossier::Model>, DbErr> {
-    dossier::Entity::find_by_id(number).lock_exclusive().one(db).await
+pub async fn dossier_for_update<C: ConnectionTrait>(
+    db: &C,
+    number: i64,
+) -> Result<Option<dossier::Model>, DbErr> {
+    dossier::Entity::find_by_id(number)
+        .lock_exclusive()
+        .one(db)
+        .await
 }
 
 /// Current followers of a dossier.
-pub async fn followers<C: ConnectionTrait>(db: &C, number: i64) -> Result<Vec<follow::Model>, DbErr> {
+pub async fn followers<C: ConnectionTrait>(
+    db: &C,
+    number: i64,
+) -> Result<Vec<follow::Model>, DbErr> {
     follow::Entity::find()
         .filter(follow::Column::DossierNumber.eq(number))
         .filter(follow::Column::UnfollowedAt.is_null())
@@ -248,7 +262,10 @@ pub async fn followers<C: ConnectionTrait>(db: &C, number: i64) -> Result<Vec<fo
 }
 
 /// Current invitees of a dossier.
-pub async fn invitees<C: ConnectionTrait>(db: &C, number: i64) -> Result<Vec<invitee::Model>, DbErr> {
+pub async fn invitees<C: ConnectionTrait>(
+    db: &C,
+    number: i64,
+) -> Result<Vec<invitee::Model>, DbErr> {
     invitee::Entity::find()
         .filter(invitee::Column::DossierNumber.eq(number))
         .filter(invitee::Column::Until.is_null())
@@ -258,7 +275,10 @@ pub async fn invitees<C: ConnectionTrait>(db: &C, number: i64) -> Result<Vec<inv
 }
 
 /// Traitements of a dossier, oldest first.
-pub async fn traitements<C: ConnectionTrait>(db: &C, number: i64) -> Result<Vec<traitement::Model>, DbErr> {
+pub async fn traitements<C: ConnectionTrait>(
+    db: &C,
+    number: i64,
+) -> Result<Vec<traitement::Model>, DbErr> {
     traitement::Entity::find()
         .filter(traitement::Column::DossierNumber.eq(number))
         .order_by_asc(traitement::Column::StatusVersion)
@@ -267,7 +287,10 @@ pub async fn traitements<C: ConnectionTrait>(db: &C, number: i64) -> Result<Vec<
 }
 
 /// A procedure by id.
-pub async fn procedure<C: ConnectionTrait>(db: &C, id: &str) -> Result<Option<procedure::Model>, DbErr> {
+pub async fn procedure<C: ConnectionTrait>(
+    db: &C,
+    id: &str,
+) -> Result<Option<procedure::Model>, DbErr> {
     procedure::Entity::find_by_id(id.to_owned()).one(db).await
 }
 

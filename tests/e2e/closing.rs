@@ -1,0 +1,120 @@
+//! The closing date: every en_construction dossier of a procedure whose closing date passed moves
+//! en instruction, each with its traitement, forms freeze and one status event.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull;
+use futures::StreamExt as _;
+use mst_e2e::Stack;
+use mst_proto::Event as _;
+use mst_proto::events as ev;
+use mst_proto::forms as pb;
+use prost::Message as _;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn at_the_closing_date_every_en_construction_dossier_moves_en_instruction_with_its_event() {
+    let stack = Stack::start().await.unwrap();
+    publish_test_procedure(&stack, "test-closing").await;
+    roster_cpam13(&stack).await;
+    let mut numbers = Vec::new();
+    for _ in 0..3 {
+        let d = create(&stack, OWNER, "test-closing").await;
+        let d = update(&stack, OWNER, d.number, 1, complete_answers()).await.unwrap();
+        deposit(&stack, OWNER, d.number, d.version).await.unwrap();
+        numbers.push(d.number);
+    }
+    // A brouillon stays a brouillon.
+    let brouillon = create(&stack, OWNER, "test-closing").await;
+
+    // The admin closes the procedure a minute ago; instruction learns it from the event.
+    let procedure = forms(&stack)
+        .await
+        .get_procedure(admin(pb::GetProcedureRequest {
+            procedure_id: "test-closing".into(),
+            include_published_revision: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .procedure
+        .unwrap();
+    let past = std::time::SystemTime::now() - Duration::from_secs(60);
+    forms_admin(&stack)
+        .await
+        .update_procedure(admin(pb::UpdateProcedureRequest {
+            procedure_id: "test-closing".into(),
+            expected_version: procedure.version,
+            procedure: Some(pb::Procedure {
+                closing_at: Some(past.into()),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["closing_at".into()],
+            }),
+        }))
+        .await
+        .unwrap();
+    let instruction = stack.instruction.clone();
+    let moved = mst_testkit::wait_until(Duration::from_secs(20), || {
+        let instruction = instruction.clone();
+        async move {
+            let n = instruction.close_due_procedures(chrono::Utc::now()).await.ok()?;
+            (n > 0).then_some(n)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(moved, 3);
+    assert_eq!(stack.instruction.close_due_procedures(chrono::Utc::now()).await.unwrap(), 0, "nothing moves twice");
+
+    for number in &numbers {
+        let d = forms(&stack)
+            .await
+            .get_dossier(promoteur(OWNER, pb::GetDossierRequest { number: *number }))
+            .await
+            .unwrap()
+            .into_inner()
+            .dossier
+            .unwrap();
+        assert!(d.frozen, "dossier {number} is frozen for the promoteur");
+    }
+    let b = forms(&stack)
+        .await
+        .get_dossier(promoteur(OWNER, pb::GetDossierRequest { number: brouillon.number }))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
+    assert_eq!(b.status, ev::DossierStatus::Brouillon as i32);
+
+    // One AUTO status event per dossier on the stream.
+    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    let subject = format!("{}.{}", stack.prefix, ev::DossierStatusChanged::SUBJECT);
+    let consumer = js
+        .get_stream(stack.prefix.to_uppercase())
+        .await
+        .unwrap()
+        .create_consumer(pull::Config {
+            filter_subject: subject,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut auto = Vec::new();
+    let mut messages = consumer.fetch().max_messages(100).expires(Duration::from_secs(2)).messages().await.unwrap();
+    while let Some(m) = messages.next().await {
+        let m = m.unwrap();
+        let e = ev::DossierStatusChanged::decode(m.payload.as_ref()).unwrap();
+        if e.transition == ev::DossierTransition::PasserEnInstructionAuto as i32 {
+            assert_eq!(e.to_status, ev::DossierStatus::EnInstruction as i32);
+            assert_eq!(e.metadata.unwrap().actor.unwrap().role, ev::Role::System as i32);
+            auto.push(e.number);
+        }
+    }
+    auto.sort_unstable();
+    assert_eq!(auto, numbers);
+    stack.stop(Duration::from_secs(10)).await.unwrap();
+}
