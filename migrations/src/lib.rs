@@ -15,6 +15,7 @@ mod forms_m0002;
 mod instruction_m0002;
 mod instruction_m0003_board;
 mod instruction_m0004_avis;
+mod instruction_m0005_justificatifs;
 mod plumbing;
 
 /// The services that own a database.
@@ -55,6 +56,7 @@ pub mod instruction {
                 Box::new(instruction_m0002::Migration),
                 Box::new(instruction_m0003_board::Migration),
                 Box::new(instruction_m0004_avis::Migration),
+                Box::new(instruction_m0005_justificatifs::Migration),
             ]
         }
     }

@@ -4,6 +4,8 @@
 //! - [`db`]: the database pool (SQLite in WAL mode, or PostgreSQL);
 //! - [`telemetry`]: logs, traces, OTLP export;
 //! - [`auth`]: bearer JWT verification (shared secret or OIDC JWKS), roles, local token minting;
+//! - [`files`]: attachments in a local directory or an S3-compatible bucket, streamed, capped,
+//!   hashed and checked against their declared type;
 //! - [`grpc`]: the server with health, reflection, per-call spans and graceful shutdown;
 //! - [`service`]: the start-up and run loop every service shares;
 //! - [`shutdown`]: signal handling, tracked tasks, draining with a deadline;
@@ -15,6 +17,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod files;
 pub mod grpc;
 pub mod service;
 pub mod shutdown;

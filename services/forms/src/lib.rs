@@ -11,7 +11,7 @@ pub mod builtin;
 pub mod deposit;
 pub mod domain;
 pub mod events;
-pub mod files;
+pub use mst_kit::files;
 pub mod grpc;
 pub mod pdf;
 pub mod render;
@@ -141,7 +141,7 @@ impl App {
         listener: tokio::net::TcpListener,
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
-        let files = files::FileStore::from_settings(&settings)?;
+        let files = file_store(&settings)?;
         let token = mst_kit::auth::ServiceToken::for_service(&settings.common.auth, SERVICE)?;
         let instruction =
             tonic::transport::Endpoint::from_shared(settings.instruction_url.clone())?
@@ -171,6 +171,16 @@ impl App {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.infra.local_addr()
     }
+}
+
+/// The attachments store the settings name: the S3-compatible bucket of `MST_FILES_URL` when
+/// set, else the directory `MST_ATTACHMENTS_DIR`.
+pub fn file_store(settings: &Settings) -> anyhow::Result<files::FileStore> {
+    files::FileStore::from_config(
+        settings.files_s3.as_ref(),
+        &settings.attachments_dir,
+        settings.max_file_bytes,
+    )
 }
 
 /// Loads (and publishes) the shipped procedures, as the service itself.

@@ -157,7 +157,7 @@ fn store_on(moto: &Moto, prefix: &str) -> FileStore {
         settings.files_s3.is_some(),
         "MST_FILES_URL selects the S3 store"
     );
-    FileStore::from_settings(&settings).expect("S3 store")
+    mst_forms::file_store(&settings).expect("S3 store")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,6 @@
 //! transaction that makes it.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
@@ -13,12 +12,9 @@ use futures::{Stream, StreamExt};
 use mst_kit::ApiError;
 use mst_kit::auth::{Principal, Role};
 use mst_proto::events::{self as ev, EventMetadata};
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt as _, WriteMultipart};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
 };
-use sha2::{Digest, Sha256};
 
 pub use self::annotation::{
     AnnotationDefinition, AnnotationKind, AnnotationPatch, AnnotationValue, validate_definitions,
@@ -370,7 +366,7 @@ pub mod annotation {
 /// Where avis files are kept: an object store (a local directory).
 #[derive(Clone)]
 pub struct AvisFiles {
-    store: Arc<dyn ObjectStore>,
+    store: mst_kit::files::FileStore,
 }
 
 impl std::fmt::Debug for AvisFiles {
@@ -382,18 +378,18 @@ impl std::fmt::Debug for AvisFiles {
 impl AvisFiles {
     /// Files under `dir` (created if missing).
     pub fn local(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?
-            .with_automatic_cleanup(true);
         Ok(Self {
-            store: Arc::new(store),
+            store: mst_kit::files::FileStore::local(dir, MAX_AVIS_FILE_BYTES)?,
         })
     }
 
+    /// Files in the given store.
+    pub fn new(store: mst_kit::files::FileStore) -> Self {
+        Self { store }
+    }
+
     async fn delete(&self, key: &str) {
-        if let Err(e) = self.store.delete(&ObjectPath::from(key)).await {
-            tracing::warn!(key, error = %e, "could not remove an avis file");
-        }
+        self.store.delete(key).await;
     }
 }
 
@@ -629,22 +625,11 @@ fn sanitize_file_name(raw: &str) -> String {
         .to_owned()
 }
 
-/// Whether the first bytes of a file match its declared media type. Only these types are
-/// accepted for avis files.
-fn content_matches(content_type: &str, head: &[u8]) -> Option<bool> {
-    let zip = head.starts_with(b"PK\x03\x04");
-    Some(match content_type {
-        "application/pdf" => head.starts_with(b"%PDF-"),
-        "image/png" => head.starts_with(b"\x89PNG\r\n\x1a\n"),
-        "image/jpeg" => head.starts_with(&[0xFF, 0xD8, 0xFF]),
-        "text/plain" | "text/csv" => !head.contains(&0),
-        t if t.starts_with("application/vnd.openxmlformats-officedocument.")
-            || t.starts_with("application/vnd.oasis.opendocument.") =>
-        {
-            zip
-        }
-        _ => return None,
-    })
+/// Media types accepted for avis files.
+fn accepted_type(content_type: &str) -> bool {
+    matches!(content_type, "application/pdf" | "image/png" | "image/jpeg" | "text/plain" | "text/csv")
+        || content_type.starts_with("application/vnd.openxmlformats-officedocument.")
+        || content_type.starts_with("application/vnd.oasis.opendocument.")
 }
 
 fn validate_file(file: &AvisFileInput) -> Result<(), GiveAvisError> {
@@ -655,7 +640,7 @@ fn validate_file(file: &AvisFileInput) -> Result<(), GiveAvisError> {
             "Nom de fichier invalide".into(),
         ));
     }
-    if content_matches(&file.content_type, b"").is_none() {
+    if !accepted_type(&file.content_type) {
         violations.push((
             "metadata.file.content_type".into(),
             "Type de fichier non accepté (PDF, PNG, JPEG, texte, bureautique)".into(),
@@ -1402,10 +1387,9 @@ impl Instruction {
         };
         let stream = files
             .store
-            .get(&ObjectPath::from(key.as_str()))
+            .get_stream(key.as_str())
             .await
-            .map_err(|e| AppError::Unexpected(e.into()))?
-            .into_stream();
+            .map_err(|e| AppError::Unexpected(e.into()))?;
         let chunks = stream
             .flat_map(|item| {
                 let pieces: Vec<Result<Vec<u8>, AppError>> = match item {
@@ -1450,82 +1434,33 @@ async fn store_file<S>(
 where
     S: Stream<Item = Result<Vec<u8>, AppError>> + Unpin + Send,
 {
+    use mst_kit::files::FileError;
     let declared = u64::try_from(file.size_bytes).unwrap_or(0);
-    let path = ObjectPath::from(key);
-    let upload = files
+    let bytes = chunks.map(|c| match c {
+        Ok(chunk) if chunk.len() > MAX_AVIS_CHUNK_BYTES => Err("Un fragment dépasse 1 Mio".to_owned()),
+        Ok(chunk) => Ok(bytes::Bytes::from(chunk)),
+        Err(e) => Err(e.to_string()),
+    });
+    let stored = files
         .store
-        .put_multipart(&path)
+        .put_stream(key, &file.content_type, declared, MAX_AVIS_FILE_BYTES, bytes)
         .await
-        .map_err(|e| AppError::Unexpected(e.into()))?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, 5 * 1024 * 1024);
-    let mut hasher = Sha256::new();
-    let mut head: Vec<u8> = Vec::with_capacity(512);
-    let mut size: u64 = 0;
-    let failure: Option<GiveAvisError> = loop {
-        match chunks.next().await {
-            None => break None,
-            Some(Err(e)) => break Some(e.into()),
-            Some(Ok(chunk)) => {
-                if chunk.len() > MAX_AVIS_CHUNK_BYTES {
-                    break Some(bad("chunk", "Un fragment dépasse 1 Mio").into());
-                }
-                size += chunk.len() as u64;
-                if size > MAX_AVIS_FILE_BYTES {
-                    break Some(GiveAvisError::TooLarge(MAX_AVIS_FILE_BYTES));
-                }
-                if size > declared {
-                    break Some(
-                        bad(
-                            "metadata.file.size_bytes",
-                            "Le fichier reçu est plus grand que la taille annoncée",
-                        )
-                        .into(),
-                    );
-                }
-                if head.len() < 512 {
-                    let take = (512 - head.len()).min(chunk.len());
-                    head.extend_from_slice(&chunk[..take]);
-                }
-                hasher.update(&chunk);
-                if let Err(e) = writer.wait_for_capacity(4).await {
-                    break Some(AppError::Unexpected(e.into()).into());
-                }
-                writer.put(chunk.into());
-            }
-        }
-    };
-    let failure = failure.or_else(|| {
-        if size != declared {
-            Some(
-                bad(
+        .map_err(|e| -> GiveAvisError {
+            match e {
+                FileError::TooLarge(limit) => GiveAvisError::TooLarge(limit),
+                FileError::SizeMismatch { declared, received } => bad(
                     "metadata.file.size_bytes",
-                    format!("Taille annoncée {declared} octets, reçue {size}"),
+                    format!("Taille annoncée {declared} octets, reçue {received}"),
                 )
                 .into(),
-            )
-        } else if content_matches(&file.content_type, &head) != Some(true) {
-            Some(
-                bad(
+                FileError::TypeMismatch { .. } => bad(
                     "metadata.file.content_type",
                     "Le contenu du fichier ne correspond pas au type annoncé",
                 )
                 .into(),
-            )
-        } else {
-            None
-        }
-    });
-    if let Some(e) = failure {
-        let _ = writer.abort().await;
-        files.delete(key).await;
-        return Err(e);
-    }
-    writer
-        .finish()
-        .await
-        .map_err(|e| AppError::Unexpected(e.into()))?;
-    Ok((
-        i64::try_from(size).unwrap_or(i64::MAX),
-        hex::encode(hasher.finalize()),
-    ))
+                FileError::Stream(msg) => bad("chunk", msg).into(),
+                FileError::Store(e) => AppError::Unexpected(e.into()).into(),
+            }
+        })?;
+    Ok((i64::try_from(stored.size).unwrap_or(i64::MAX), stored.sha256))
 }

@@ -195,6 +195,8 @@ pub enum Relation {
     Instructeur,
     /// Follower.
     Follower,
+    /// Expert with a pending or given avis.
+    Expert,
 }
 
 /// The answer to an access check.
@@ -937,6 +939,9 @@ impl Instruction {
                     relations.push(Relation::Follower);
                 }
             }
+        }
+        if self.is_expert_of(number, email).await? {
+            relations.push(Relation::Expert);
         }
         Ok(AccessAnswer {
             relations,

@@ -152,6 +152,7 @@ impl InstructionInternalService for InternalApi {
                     Relation::Invitee => pb::AccessRelation::Invitee,
                     Relation::Instructeur => pb::AccessRelation::Instructeur,
                     Relation::Follower => pb::AccessRelation::Follower,
+                    Relation::Expert => pb::AccessRelation::Expert,
                 } as i32)
                 .collect(),
             status: status as i32,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
-use mst_kit::config::Env;
+use crate::config::Env;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
@@ -313,7 +313,7 @@ impl S3Config {
         }
 
         // One rustls crypto provider for the whole process (ring), before the HTTP client exists.
-        mst_kit::install_crypto_provider();
+        crate::install_crypto_provider();
         let store = builder.build().map_err(|e| {
             problem(
                 FILES_URL,
@@ -383,12 +383,11 @@ pub fn content_matches(declared: &str, head: &[u8]) -> bool {
 }
 
 impl FileStore {
-    /// The store the settings name: the S3-compatible bucket of `MST_FILES_URL` when set, else
-    /// the directory `MST_ATTACHMENTS_DIR`.
-    pub fn from_settings(settings: &crate::Settings) -> anyhow::Result<Self> {
-        match &settings.files_s3 {
-            Some(s3) => Self::s3(s3, settings.max_file_bytes),
-            None => Self::local(&settings.attachments_dir, settings.max_file_bytes),
+    /// The store of `s3` when configured, else the local directory `dir`.
+    pub fn from_config(s3: Option<&S3Config>, dir: &std::path::Path, max_bytes: u64) -> anyhow::Result<Self> {
+        match s3 {
+            Some(s3) => Self::s3(s3, max_bytes),
+            None => Self::local(dir, max_bytes),
         }
     }
 
