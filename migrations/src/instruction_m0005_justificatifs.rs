@@ -64,6 +64,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(Table::drop().table(Justificatifs::Table).to_owned()).await
+        m.drop_table(Table::drop().table(Justificatifs::Table).to_owned())
+            .await
     }
 }

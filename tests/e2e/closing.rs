@@ -21,7 +21,9 @@ async fn at_the_closing_date_every_en_construction_dossier_moves_en_instruction_
     let mut numbers = Vec::new();
     for _ in 0..3 {
         let d = create(&stack, OWNER, "test-closing").await;
-        let d = update(&stack, OWNER, d.number, 1, complete_answers()).await.unwrap();
+        let d = update(&stack, OWNER, d.number, 1, complete_answers())
+            .await
+            .unwrap();
         deposit(&stack, OWNER, d.number, d.version).await.unwrap();
         numbers.push(d.number);
     }
@@ -60,14 +62,25 @@ async fn at_the_closing_date_every_en_construction_dossier_moves_en_instruction_
     let moved = mst_testkit::wait_until(Duration::from_secs(20), || {
         let instruction = instruction.clone();
         async move {
-            let n = instruction.close_due_procedures(chrono::Utc::now()).await.ok()?;
+            let n = instruction
+                .close_due_procedures(chrono::Utc::now())
+                .await
+                .ok()?;
             (n > 0).then_some(n)
         }
     })
     .await
     .unwrap();
     assert_eq!(moved, 3);
-    assert_eq!(stack.instruction.close_due_procedures(chrono::Utc::now()).await.unwrap(), 0, "nothing moves twice");
+    assert_eq!(
+        stack
+            .instruction
+            .close_due_procedures(chrono::Utc::now())
+            .await
+            .unwrap(),
+        0,
+        "nothing moves twice"
+    );
 
     for number in &numbers {
         let d = forms(&stack)
@@ -82,7 +95,12 @@ async fn at_the_closing_date_every_en_construction_dossier_moves_en_instruction_
     }
     let b = forms(&stack)
         .await
-        .get_dossier(promoteur(OWNER, pb::GetDossierRequest { number: brouillon.number }))
+        .get_dossier(promoteur(
+            OWNER,
+            pb::GetDossierRequest {
+                number: brouillon.number,
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -104,13 +122,22 @@ async fn at_the_closing_date_every_en_construction_dossier_moves_en_instruction_
         .await
         .unwrap();
     let mut auto = Vec::new();
-    let mut messages = consumer.fetch().max_messages(100).expires(Duration::from_secs(2)).messages().await.unwrap();
+    let mut messages = consumer
+        .fetch()
+        .max_messages(100)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .unwrap();
     while let Some(m) = messages.next().await {
         let m = m.unwrap();
         let e = ev::DossierStatusChanged::decode(m.payload.as_ref()).unwrap();
         if e.transition == ev::DossierTransition::PasserEnInstructionAuto as i32 {
             assert_eq!(e.to_status, ev::DossierStatus::EnInstruction as i32);
-            assert_eq!(e.metadata.unwrap().actor.unwrap().role, ev::Role::System as i32);
+            assert_eq!(
+                e.metadata.unwrap().actor.unwrap().role,
+                ev::Role::System as i32
+            );
             auto.push(e.number);
         }
     }

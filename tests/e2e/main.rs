@@ -3,6 +3,7 @@
 
 mod closing;
 mod forms;
+mod instruction;
 mod invariants;
 mod mst_procedures;
 mod platform;

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use crate::config::Env;
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
-use crate::config::Env;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
@@ -384,7 +384,11 @@ pub fn content_matches(declared: &str, head: &[u8]) -> bool {
 
 impl FileStore {
     /// The store of `s3` when configured, else the local directory `dir`.
-    pub fn from_config(s3: Option<&S3Config>, dir: &std::path::Path, max_bytes: u64) -> anyhow::Result<Self> {
+    pub fn from_config(
+        s3: Option<&S3Config>,
+        dir: &std::path::Path,
+        max_bytes: u64,
+    ) -> anyhow::Result<Self> {
         match s3 {
             Some(s3) => Self::s3(s3, max_bytes),
             None => Self::local(dir, max_bytes),

@@ -31,6 +31,12 @@ pub struct Settings {
     pub common: CommonSettings,
     /// The forms service (`MST_FORMS_URL`), for the freeze of invariant I1.
     pub forms_url: String,
+    /// Where justificatifs and avis files are stored (`MST_ATTACHMENTS_DIR`).
+    pub attachments_dir: std::path::PathBuf,
+    /// An S3-compatible bucket instead (`MST_FILES_URL`).
+    pub files_s3: Option<mst_kit::files::S3Config>,
+    /// Largest file in bytes (`MST_MAX_FILE_BYTES`, default 20 MB).
+    pub max_file_bytes: u64,
 }
 
 impl Settings {
@@ -39,6 +45,11 @@ impl Settings {
         Self {
             common: CommonSettings::from_env(env, SERVICE, DEFAULT_ADDR),
             forms_url: env.or("MST_FORMS_URL", "http://127.0.0.1:50051".to_owned()),
+            attachments_dir: env
+                .or("MST_ATTACHMENTS_DIR", "data/instruction-files".to_owned())
+                .into(),
+            files_s3: mst_kit::files::S3Config::from_env(env),
+            max_file_bytes: env.or("MST_MAX_FILE_BYTES", mst_kit::files::DEFAULT_MAX_BYTES),
         }
     }
 }
@@ -54,6 +65,7 @@ impl AsRef<CommonSettings> for Settings {
 pub struct App {
     infra: Infra,
     instruction: app::Instruction,
+    files: mst_kit::files::FileStore,
 }
 
 impl App {
@@ -71,6 +83,11 @@ impl App {
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
         let token = mst_kit::auth::ServiceToken::for_service(&settings.common.auth, SERVICE)?;
+        let files = mst_kit::files::FileStore::from_config(
+            settings.files_s3.as_ref(),
+            &settings.attachments_dir,
+            settings.max_file_bytes,
+        )?;
         let forms = tonic::transport::Endpoint::from_shared(settings.forms_url.clone())?
             .connect_timeout(std::time::Duration::from_secs(5))
             .timeout(std::time::Duration::from_secs(10))
@@ -85,7 +102,11 @@ impl App {
             events::spec(),
             events::FormsEvents::new(instruction.clone()),
         );
-        Ok(Self { infra, instruction })
+        Ok(Self {
+            infra,
+            instruction,
+            files,
+        })
     }
 
     /// Where the gRPC server listens.
@@ -102,11 +123,16 @@ impl App {
 impl RunService for App {
     async fn run(self) -> anyhow::Result<()> {
         use mst_proto::instruction::instruction_internal_service_server::InstructionInternalServiceServer;
+        use mst_proto::instruction::instruction_service_server::InstructionServiceServer;
         use mst_proto::instruction::roster_service_server::RosterServiceServer;
         let auth = self.infra.auth.clone();
         let server = GrpcServer::new(mst_proto::FILE_DESCRIPTOR_SET)
             .add_service(InstructionInternalServiceServer::with_interceptor(
                 grpc::InternalApi::new(self.instruction.clone()),
+                auth.interceptor(),
+            ))
+            .add_service(InstructionServiceServer::with_interceptor(
+                grpc::service::Api::new(self.instruction.clone(), self.files.clone()),
                 auth.interceptor(),
             ))
             .add_service(RosterServiceServer::with_interceptor(

@@ -64,15 +64,24 @@ fn dossier(n: i64) -> Dossier {
         .map(|r| RepetitionRow {
             row_id: format!("row-{n}-{r}"),
             champs: vec![
-                champ("p_dep_objet", Value::Text(format!("Objet {r}; \"spécial\""))),
-                champ("p_dep_montant", Value::Decimal(format!("{}.50", 100 * (r + 1)))),
+                champ(
+                    "p_dep_objet",
+                    Value::Text(format!("Objet {r}; \"spécial\"")),
+                ),
+                champ(
+                    "p_dep_montant",
+                    Value::Decimal(format!("{}.50", 100 * (r + 1))),
+                ),
             ],
         })
         .collect();
     Dossier {
         number: n,
         champs: vec![
-            champ("p_titre", Value::Text(format!("Projet n°{n}\nsur deux lignes"))),
+            champ(
+                "p_titre",
+                Value::Text(format!("Projet n°{n}\nsur deux lignes")),
+            ),
             champ("p_effectif", Value::Integer(n % 50)),
             champ("p_budget", Value::Decimal("1500.50".into())),
             champ("p_debut", Value::Date("2025-03-05".into())),
@@ -307,8 +316,8 @@ fn csv_and_xlsx_exports_of_100k_dossiers_stay_in_bounded_memory_and_parse_back()
 
     // XLSX parses back: a "Dossiers" sheet with a row per dossier plus the header, a "Dépenses"
     // sheet with a row per repetition row plus the header.
-    let mut archive = zip::ZipArchive::new(std::fs::File::open(xlsx.path()).expect("open"))
-        .expect("a zip");
+    let mut archive =
+        zip::ZipArchive::new(std::fs::File::open(xlsx.path()).expect("open")).expect("a zip");
     let mut workbook = String::new();
     archive
         .by_name("xl/workbook.xml")
@@ -338,8 +347,8 @@ fn csv_and_xlsx_exports_of_100k_dossiers_stay_in_bounded_memory_and_parse_back()
                 .unwrap_or_default();
             carry = tail;
         }
-        rows += i64::try_from(carry.windows(5).filter(|w| w == b"<row ").count())
-            .unwrap_or_default();
+        rows +=
+            i64::try_from(carry.windows(5).filter(|w| w == b"<row ").count()).unwrap_or_default();
         (rows, found)
     };
     let (main_rows, has_title) = count_rows(&mut archive, "xl/worksheets/sheet1.xml");

@@ -627,8 +627,10 @@ fn sanitize_file_name(raw: &str) -> String {
 
 /// Media types accepted for avis files.
 fn accepted_type(content_type: &str) -> bool {
-    matches!(content_type, "application/pdf" | "image/png" | "image/jpeg" | "text/plain" | "text/csv")
-        || content_type.starts_with("application/vnd.openxmlformats-officedocument.")
+    matches!(
+        content_type,
+        "application/pdf" | "image/png" | "image/jpeg" | "text/plain" | "text/csv"
+    ) || content_type.starts_with("application/vnd.openxmlformats-officedocument.")
         || content_type.starts_with("application/vnd.oasis.opendocument.")
 }
 
@@ -1437,13 +1439,21 @@ where
     use mst_kit::files::FileError;
     let declared = u64::try_from(file.size_bytes).unwrap_or(0);
     let bytes = chunks.map(|c| match c {
-        Ok(chunk) if chunk.len() > MAX_AVIS_CHUNK_BYTES => Err("Un fragment dépasse 1 Mio".to_owned()),
+        Ok(chunk) if chunk.len() > MAX_AVIS_CHUNK_BYTES => {
+            Err("Un fragment dépasse 1 Mio".to_owned())
+        }
         Ok(chunk) => Ok(bytes::Bytes::from(chunk)),
         Err(e) => Err(e.to_string()),
     });
     let stored = files
         .store
-        .put_stream(key, &file.content_type, declared, MAX_AVIS_FILE_BYTES, bytes)
+        .put_stream(
+            key,
+            &file.content_type,
+            declared,
+            MAX_AVIS_FILE_BYTES,
+            bytes,
+        )
         .await
         .map_err(|e| -> GiveAvisError {
             match e {
@@ -1462,5 +1472,8 @@ where
                 FileError::Store(e) => AppError::Unexpected(e.into()).into(),
             }
         })?;
-    Ok((i64::try_from(stored.size).unwrap_or(i64::MAX), stored.sha256))
+    Ok((
+        i64::try_from(stored.size).unwrap_or(i64::MAX),
+        stored.sha256,
+    ))
 }

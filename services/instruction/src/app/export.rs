@@ -283,7 +283,12 @@ impl Layout {
                 layout.repetitions.push(RepetitionLayout {
                     field_id: f.id.clone(),
                     label: c.label.clone(),
-                    children: f.children.iter().filter(|c| displayed(c)).map(column).collect(),
+                    children: f
+                        .children
+                        .iter()
+                        .filter(|c| displayed(c))
+                        .map(column)
+                        .collect(),
                 });
                 c.label = format!("{} (nombre de lignes)", c.label);
             }
@@ -623,7 +628,11 @@ fn sheet_name(wanted: &str, taken: &mut HashSet<String>) -> String {
         .map(|c| if "[]:*?/\\".contains(c) { ' ' } else { c })
         .collect();
     let clean = clean.trim().trim_matches('\'').trim();
-    let base = if clean.is_empty() { "Répétition" } else { clean };
+    let base = if clean.is_empty() {
+        "Répétition"
+    } else {
+        clean
+    };
     let mut n = 1;
     loop {
         let suffix = if n == 1 {
@@ -732,7 +741,11 @@ impl XlsxWriter {
         Ok(ws)
     }
 
-    fn sheet(workbook: &mut Workbook, name: String, headers: Vec<String>) -> Result<Sheet, AppError> {
+    fn sheet(
+        workbook: &mut Workbook,
+        name: String,
+        headers: Vec<String>,
+    ) -> Result<Sheet, AppError> {
         let current = Self::worksheet(workbook, &name, &headers)?;
         Ok(Sheet {
             name,
@@ -766,20 +779,10 @@ impl XlsxWriter {
     /// Writes the rows of one dossier (main sheet and repetition sheets).
     pub fn row(&mut self, meta: &Meta, dossier: Option<&Dossier>) -> Result<(), AppError> {
         let cells = self.layout.cells(meta, dossier);
-        Self::write(
-            &mut self.workbook,
-            &mut self.taken,
-            &mut self.main,
-            &cells,
-        )?;
+        Self::write(&mut self.workbook, &mut self.taken, &mut self.main, &cells)?;
         for (r, sheet) in self.layout.repetitions.iter().zip(&mut self.repetitions) {
             for cells in r.rows(meta.number, dossier) {
-                Self::write(
-                    &mut self.workbook,
-                    &mut self.taken,
-                    sheet,
-                    &cells,
-                )?;
+                Self::write(&mut self.workbook, &mut self.taken, sheet, &cells)?;
             }
         }
         Ok(())
@@ -796,7 +799,11 @@ impl XlsxWriter {
         } = self;
         // Each table in order, its parts in order: the main table, then each repetition.
         for sheet in std::iter::once(main).chain(repetitions) {
-            for ws in sheet.parts.into_iter().chain(std::iter::once(sheet.current)) {
+            for ws in sheet
+                .parts
+                .into_iter()
+                .chain(std::iter::once(sheet.current))
+            {
                 workbook.push_worksheet(ws);
             }
         }
@@ -839,7 +846,11 @@ fn forms_error(s: &tonic::Status) -> AppError {
 
 impl Instruction {
     /// The list spec of an export (authorization and validation as `list_dossiers`), by number.
-    async fn export_spec(&self, who: &Principal, req: &ExportRequest) -> Result<ListSpec, AppError> {
+    async fn export_spec(
+        &self,
+        who: &Principal,
+        req: &ExportRequest,
+    ) -> Result<ListSpec, AppError> {
         // The list validates everything (role, declared instructeur, groupes, text, procedure)
         // with its own messages; one row is enough.
         self.list_dossiers(
@@ -1006,7 +1017,9 @@ impl Instruction {
         let numbers: Vec<i64> = first.iter().map(|r| r.number).collect();
         // Forms unreachable: UNAVAILABLE before the first byte.
         let first_answers = self.export_answers(&spec.procedure_id, &numbers).await?;
-        let fields = self.export_fields(&spec.procedure_id, &first_answers).await?;
+        let fields = self
+            .export_fields(&spec.procedure_id, &first_answers)
+            .await?;
         let layout = Layout::new(&fields);
         let date = paris(Utc::now()).format("%Y-%m-%d");
         let (writer, extension, content_type) = match req.format {
@@ -1125,7 +1138,9 @@ async fn stream_file(
             break;
         }
         if tx
-            .send(Ok(Bytes::copy_from_slice(buffer.get(..n).unwrap_or_default())))
+            .send(Ok(Bytes::copy_from_slice(
+                buffer.get(..n).unwrap_or_default(),
+            )))
             .await
             .is_err()
         {

@@ -4,6 +4,7 @@
 pub mod avis;
 pub mod board;
 pub mod export;
+pub mod justificatif;
 pub mod roster;
 pub mod stats;
 pub mod workflow;
@@ -60,6 +61,14 @@ pub enum AppError {
     /// The id exists already.
     #[error("{0} {1} already exists")]
     AlreadyExists(&'static str, String),
+    /// Over a size limit.
+    #[error("{what} exceeds {limit_bytes} bytes")]
+    TooLarge {
+        /// What.
+        what: String,
+        /// The limit.
+        limit_bytes: u64,
+    },
     /// A dependency (the forms service) is unreachable: retry.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -125,6 +134,7 @@ impl From<AppError> for ApiError {
                 current,
             },
             AppError::AlreadyExists(resource, id) => ApiError::AlreadyExists { resource, id },
+            AppError::TooLarge { what, limit_bytes } => ApiError::TooLarge { what, limit_bytes },
             AppError::Unavailable(why) => ApiError::Unavailable(why),
             AppError::Unexpected(e) => ApiError::Unexpected(e),
         }

@@ -47,13 +47,21 @@ pub fn week_start(date: NaiveDate) -> NaiveDate {
 
 impl Instruction {
     /// Statistics of `procedure_id` over the caller's groupes (all for an admin), or one groupe.
-    pub async fn statistics(&self, who: &Principal, procedure_id: &str, groupe_id: Option<&str>) -> Result<Statistics, AppError> {
+    pub async fn statistics(
+        &self,
+        who: &Principal,
+        procedure_id: &str,
+        groupe_id: Option<&str>,
+    ) -> Result<Statistics, AppError> {
         let groupes: Option<Vec<String>> = if who.has(Role::Admin) {
             groupe_id.map(|g| vec![g.to_owned()])
         } else if who.has(Role::Instructeur) {
             let mine = self.groupes_of(&who.email).await?;
             if mine.is_empty() {
-                return Err(AppError::Forbidden(format!("{} is not on the roster", who.email)));
+                return Err(AppError::Forbidden(format!(
+                    "{} is not on the roster",
+                    who.email
+                )));
             }
             Some(match groupe_id {
                 Some(g) if mine.iter().any(|m| m == g) => vec![g.to_owned()],
@@ -61,9 +69,15 @@ impl Instruction {
                 None => mine,
             })
         } else {
-            return Err(AppError::Forbidden(format!("{} may not read statistics", who.email)));
+            return Err(AppError::Forbidden(format!(
+                "{} may not read statistics",
+                who.email
+            )));
         };
-        if crate::store::procedure(self.db(), procedure_id).await?.is_none() {
+        if crate::store::procedure(self.db(), procedure_id)
+            .await?
+            .is_none()
+        {
             return Err(AppError::NotFound("procedure", procedure_id.to_owned()));
         }
         let mut q = dossier::Entity::find()
@@ -83,7 +97,9 @@ impl Instruction {
         let mut durations = Vec::new();
         let (mut deposited, mut decided) = (0i64, 0i64);
         for (status, deposited_at, decided_at) in rows {
-            let Ok(status) = status.parse::<Status>() else { continue };
+            let Ok(status) = status.parse::<Status>() else {
+                continue;
+            };
             by_status.entry(status.as_str()).or_insert((status, 0)).1 += 1;
             if let Some(at) = deposited_at {
                 deposited += 1;
@@ -96,7 +112,13 @@ impl Instruction {
                 }
             }
         }
-        let order = [Status::EnConstruction, Status::EnInstruction, Status::Accepte, Status::Refuse, Status::SansSuite];
+        let order = [
+            Status::EnConstruction,
+            Status::EnInstruction,
+            Status::Accepte,
+            Status::Refuse,
+            Status::SansSuite,
+        ];
         Ok(Statistics {
             by_status: order
                 .iter()
@@ -122,7 +144,10 @@ mod tests {
         assert_eq!(median(vec![d(5), d(1), d(3)]), Some(d(3)));
         assert_eq!(median(vec![d(4), d(1), d(3), d(2)]), Some(d(2)));
         let thursday = NaiveDate::from_ymd_opt(2024, 7, 11).unwrap();
-        assert_eq!(week_start(thursday), NaiveDate::from_ymd_opt(2024, 7, 8).unwrap());
+        assert_eq!(
+            week_start(thursday),
+            NaiveDate::from_ymd_opt(2024, 7, 8).unwrap()
+        );
         let monday = NaiveDate::from_ymd_opt(2024, 7, 8).unwrap();
         assert_eq!(week_start(monday), monday);
     }

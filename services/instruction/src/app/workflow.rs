@@ -369,6 +369,13 @@ impl Instruction {
             }
         };
         let saved = active.update(txn).await?;
+        if let EventKind::StatusChanged(StatusChange {
+            justificatif: Some(j),
+            ..
+        }) = &event.kind
+        {
+            self.use_justificatif(txn, &j.id, traitement_id).await?;
+        }
         traitement::ActiveModel {
             id: Set(traitement_id.to_owned()),
             dossier_number: Set(row.number),
@@ -1104,9 +1111,19 @@ impl Instruction {
             let Some(last) = batch.last() else { break };
             after = last.number;
             for row in batch {
-                match self.transition(&system, row.number, row.version, Command::PasserEnInstructionAuto).await {
+                match self
+                    .transition(
+                        &system,
+                        row.number,
+                        row.version,
+                        Command::PasserEnInstructionAuto,
+                    )
+                    .await
+                {
                     Ok(_) => moved += 1,
-                    Err(e) => tracing::warn!(dossier = row.number, error = %e, "automatic passage en instruction failed; will retry"),
+                    Err(e) => {
+                        tracing::warn!(dossier = row.number, error = %e, "automatic passage en instruction failed; will retry")
+                    }
                 }
             }
         }
@@ -1117,7 +1134,11 @@ impl Instruction {
     }
 
     /// Runs [`Instruction::close_due_procedures`] every `every` until `shutdown`.
-    pub async fn run_closing_scheduler(self, every: std::time::Duration, shutdown: tokio_util::sync::CancellationToken) {
+    pub async fn run_closing_scheduler(
+        self,
+        every: std::time::Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
         loop {
             if let Err(e) = self.close_due_procedures(Utc::now()).await {
                 tracing::warn!(error = %e, "closing-date scheduler run failed");
@@ -1159,7 +1180,12 @@ pub struct Person {
 impl Instruction {
     /// Everyone involved in a dossier (owner, invitees, followers, instructeurs who acted), when
     /// they joined and, with `include_former`, those who left. Readers of the dossier only.
-    pub async fn people_involved(&self, who: &Principal, number: i64, include_former: bool) -> Result<Vec<Person>, AppError> {
+    pub async fn people_involved(
+        &self,
+        who: &Principal,
+        number: i64,
+        include_former: bool,
+    ) -> Result<Vec<Person>, AppError> {
         let view = self.dossier(who, number).await?;
         let mut people = vec![Person {
             email: view.row.owner_email.clone(),
@@ -1196,7 +1222,11 @@ impl Instruction {
             until: f.unfollowed_at,
         }));
         let mut seen = BTreeSet::new();
-        for t in view.traitements.iter().filter(|t| t.actor_role == "instructeur") {
+        for t in view
+            .traitements
+            .iter()
+            .filter(|t| t.actor_role == "instructeur")
+        {
             if seen.insert(t.actor_email.clone()) {
                 people.push(Person {
                     email: t.actor_email.clone(),

@@ -17,7 +17,8 @@ use crate::app::{AppError, Instruction};
 use crate::domain::Status as DossierStatus;
 
 /// The response stream of `ExportDossiers`.
-pub type ExportStream = Pin<Box<dyn Stream<Item = Result<pb::ExportDossiersResponse, Status>> + Send>>;
+pub type ExportStream =
+    Pin<Box<dyn Stream<Item = Result<pb::ExportDossiersResponse, Status>> + Send>>;
 
 fn bad(field: &str, message: impl Into<String>) -> Status {
     AppError::BadRequest(vec![(field.to_owned(), message.into())]).into()

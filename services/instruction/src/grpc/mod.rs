@@ -5,6 +5,7 @@ pub mod avis;
 pub mod board;
 pub mod export;
 pub mod roster;
+pub mod service;
 pub mod workflow;
 
 use chrono::{DateTime, Utc};

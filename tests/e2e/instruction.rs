@@ -1,0 +1,231 @@
+//! The instructeur's side over gRPC: dashboard counters, follow, passer en instruction (the
+//! promoteur's next save is refused), justificatif, decision, and who may do what.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use mst_e2e::Stack;
+use mst_kit::auth::Role;
+use mst_proto::instruction as pb;
+use mst_proto::instruction::instruction_service_client::InstructionServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::support::*;
+
+async fn instruction(stack: &Stack) -> InstructionServiceClient<Channel> {
+    InstructionServiceClient::new(
+        tonic::transport::Endpoint::from_shared(stack.service("instruction").url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+}
+
+fn instructeur<T>(message: T) -> tonic::Request<T> {
+    as_(INSTRUCTEUR, &[Role::Instructeur], message)
+}
+
+async fn counters(stack: &Stack) -> pb::Counters {
+    let board = instruction(stack)
+        .await
+        .get_dashboard(instructeur(pb::GetDashboardRequest {
+            procedure_id: "test-instruction".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    board
+        .entries
+        .into_iter()
+        .find_map(|e| e.counters)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_instructeur_follows_instructs_and_accepts_a_dossier_with_a_justificatif() {
+    let stack = Stack::start().await.unwrap();
+    publish_test_procedure(&stack, "test-instruction").await;
+    roster_cpam13(&stack).await;
+    let d = create(&stack, OWNER, "test-instruction").await;
+    let d = update(&stack, OWNER, d.number, 1, complete_answers())
+        .await
+        .unwrap();
+    deposit(&stack, OWNER, d.number, d.version).await.unwrap();
+    let number = d.number;
+    let c = counters(&stack).await;
+    assert_eq!((c.a_suivre, c.suivis, c.tous), (1, 0, 1));
+
+    let mut client = instruction(&stack).await;
+    client
+        .follow_dossier(instructeur(pb::FollowDossierRequest { number }))
+        .await
+        .unwrap();
+    let c = counters(&stack).await;
+    assert_eq!((c.a_suivre, c.suivis), (0, 1));
+
+    // A promoteur cannot instruct; an undeclared instructeur neither.
+    let version = client
+        .get_dossier(instructeur(pb::GetDossierRequest { number }))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap()
+        .version;
+    let err = client
+        .passer_en_instruction(promoteur(
+            OWNER,
+            pb::PasserEnInstructionRequest {
+                number,
+                expected_version: version,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::PermissionDenied | Code::NotFound),
+        "{err:?}"
+    );
+    let err = client
+        .passer_en_instruction(as_(
+            "inconnu@cpam13.example",
+            &[Role::Instructeur],
+            pb::PasserEnInstructionRequest {
+                number,
+                expected_version: version,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    let dossier = client
+        .passer_en_instruction(instructeur(pb::PasserEnInstructionRequest {
+            number,
+            expected_version: version,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
+    assert_eq!(
+        dossier.status,
+        mst_proto::events::DossierStatus::EnInstruction as i32
+    );
+    let forms_view = forms(&stack)
+        .await
+        .get_dossier(promoteur(
+            OWNER,
+            mst_proto::forms::GetDossierRequest { number },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
+    let err = update(
+        &stack,
+        OWNER,
+        number,
+        forms_view.version,
+        vec![set("titre", text("Trop tard"))],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // A refusal needs a motivation.
+    let err = client
+        .refuser(instructeur(pb::RefuserRequest {
+            number,
+            expected_version: dossier.version,
+            motivation: "   ".into(),
+            justificatif_upload_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Justificatif, then acceptance.
+    use pb::upload_justificatif_request::Payload;
+    let pdf = b"%PDF-1.4\n% courrier de notification\n".to_vec();
+    let upload = client
+        .upload_justificatif(instructeur(tokio_stream::iter(vec![
+            pb::UploadJustificatifRequest {
+                payload: Some(Payload::Metadata(pb::UploadJustificatifMetadata {
+                    number,
+                    file_name: "notification.pdf".into(),
+                    content_type: "application/pdf".into(),
+                    size_bytes: pdf.len() as i64,
+                })),
+            },
+            pb::UploadJustificatifRequest {
+                payload: Some(Payload::Chunk(pdf.clone())),
+            },
+        ])))
+        .await
+        .unwrap()
+        .into_inner();
+    let accepted = client
+        .accepter(instructeur(pb::AccepterRequest {
+            number,
+            expected_version: dossier.version,
+            motivation: "Projet conforme au cahier des charges.".into(),
+            justificatif_upload_id: upload.upload_id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
+    assert_eq!(
+        accepted.status,
+        mst_proto::events::DossierStatus::Accepte as i32
+    );
+    let c = counters(&stack).await;
+    assert_eq!((c.traites, c.suivis, c.a_suivre), (1, 0, 0));
+    // The owner downloads the justificatif the decision email links to.
+    let file_id = upload.file.unwrap().id;
+    let mut stream = client
+        .download_justificatif(promoteur(
+            OWNER,
+            pb::DownloadJustificatifRequest { number, file_id },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(m) = stream.next().await {
+        if let Some(pb::download_justificatif_response::Payload::Chunk(c)) = m.unwrap().payload {
+            bytes.extend(c);
+        }
+    }
+    assert_eq!(bytes, pdf);
+
+    // Re-opened, the dossier cannot reuse the spent upload id.
+    let reopened = client
+        .repasser_en_instruction(instructeur(pb::RepasserEnInstructionRequest {
+            number,
+            expected_version: accepted.version,
+            message: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
+    let err = client
+        .accepter(instructeur(pb::AccepterRequest {
+            number,
+            expected_version: reopened.version,
+            motivation: String::new(),
+            justificatif_upload_id: upload.upload_id.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    stack.stop(Duration::from_secs(10)).await.unwrap();
+}
