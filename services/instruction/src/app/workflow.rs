@@ -1162,6 +1162,8 @@ pub enum Involvement {
     Follower,
     /// Instructeur who ran a transition.
     Instructeur,
+    /// Expert asked for an avis.
+    Expert,
 }
 
 /// One person involved, since when, until when (former).
@@ -1236,6 +1238,20 @@ impl Instruction {
                 });
             }
         }
+        let avis = crate::store::avis::avis_row::Entity::find()
+            .filter(crate::store::avis::avis_row::Column::DossierNumber.eq(number))
+            .all(self.db())
+            .await?;
+        people.extend(
+            avis.into_iter()
+                .filter(|a| include_former || a.revoked_at.is_none())
+                .map(|a| Person {
+                    email: a.expert_email,
+                    involvement: Involvement::Expert,
+                    since: a.requested_at,
+                    until: a.revoked_at,
+                }),
+        );
         people.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.email.cmp(&b.email)));
         Ok(people)
     }

@@ -587,6 +587,7 @@ pub async fn people_involved(
                     Involvement::Invitee => pb::Involvement::Invitee,
                     Involvement::Follower => pb::Involvement::Follower,
                     Involvement::Instructeur => pb::Involvement::Instructeur,
+                    Involvement::Expert => pb::Involvement::Expert,
                 } as i32,
                 since: Some(timestamp(p.since)),
                 until: p.until.map(timestamp),
