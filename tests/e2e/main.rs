@@ -9,3 +9,4 @@ mod mst_procedures;
 mod platform;
 mod support;
 mod trace_and_auth;
+mod workflow;
