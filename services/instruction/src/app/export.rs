@@ -947,53 +947,23 @@ impl Instruction {
 
     /// The form fields of the export: those of the procedure's published revision.
     ///
-    /// FIXME(lead): the instruction service holds no `FormsService` client yet, so labels cannot
-    /// be read (`FormsService/GetRevision`). Until `FormsFreeze` exposes one, the columns are the
-    /// top-level field ids answered in the first page of dossiers (ids as headers).
-    async fn export_fields(
-        &self,
-        procedure_id: &str,
-        first_page: &HashMap<i64, Dossier>,
-    ) -> Result<Vec<FieldDefinition>, AppError> {
-        let _ = procedure_id;
-        let mut numbers: Vec<&i64> = first_page.keys().collect();
-        numbers.sort();
-        let mut seen = HashSet::new();
-        let mut fields = Vec::new();
-        for d in numbers.into_iter().filter_map(|n| first_page.get(n)) {
-            for c in &d.champs {
-                if !seen.insert(c.field_id.clone()) {
-                    continue;
-                }
-                let mut f = FieldDefinition {
-                    id: c.field_id.clone(),
-                    label: c.field_id.clone(),
-                    ..FieldDefinition::default()
-                };
-                if let Some(Some(champ_value::Value::Repetition(r))) =
-                    c.value.as_ref().map(|v| v.value.as_ref())
-                {
-                    f.r#type = FieldType::Repetition as i32;
-                    let mut child_seen = HashSet::new();
-                    for row in &r.rows {
-                        for ch in &row.champs {
-                            if child_seen.insert(ch.field_id.clone()) {
-                                f.children.push(FieldDefinition {
-                                    id: ch.field_id.clone(),
-                                    label: ch.field_id.clone(),
-                                    r#type: FieldType::Text as i32,
-                                    ..FieldDefinition::default()
-                                });
-                            }
-                        }
-                    }
-                } else {
-                    f.r#type = FieldType::Text as i32;
-                }
-                fields.push(f);
-            }
-        }
-        Ok(fields)
+    /// The top-level fields of the procedure's published revision, labels included (from
+    /// `FormsService/GetProcedure`).
+    async fn export_fields(&self, procedure_id: &str) -> Result<Vec<FieldDefinition>, AppError> {
+        let response = self
+            .forms()
+            .service()?
+            .get_procedure(mst_proto::forms::GetProcedureRequest {
+                procedure_id: procedure_id.to_owned(),
+                include_published_revision: true,
+            })
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::NotFound => AppError::NotFound("procedure", procedure_id.to_owned()),
+                _ => AppError::Unavailable(format!("forms GetProcedure: {}", s.message())),
+            })?
+            .into_inner();
+        Ok(response.published_revision.map(|r| r.fields).unwrap_or_default())
     }
 
     /// Exports the dossiers of a procedure (the list's tab and filters) as CSV or XLSX. Errors
@@ -1015,10 +985,15 @@ impl Instruction {
             .collect();
         let first = store_board::page(db, &spec, None, PAGE).await?;
         let numbers: Vec<i64> = first.iter().map(|r| r.number).collect();
-        // Forms unreachable: UNAVAILABLE before the first byte.
-        let first_answers = self.export_answers(&spec.procedure_id, &numbers).await?;
+        // Forms unreachable: UNAVAILABLE before the first byte. (No numbers would mean "every
+        // dossier of the procedure" to forms: never ask with none.)
+        let first_answers = if numbers.is_empty() {
+            HashMap::new()
+        } else {
+            self.export_answers(&spec.procedure_id, &numbers).await?
+        };
         let fields = self
-            .export_fields(&spec.procedure_id, &first_answers)
+            .export_fields(&spec.procedure_id)
             .await?;
         let layout = Layout::new(&fields);
         let date = paris(Utc::now()).format("%Y-%m-%d");

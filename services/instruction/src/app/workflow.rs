@@ -29,20 +29,39 @@ pub(crate) type FormsClient = FormsInternalServiceClient<InterceptedService<Chan
 #[derive(Clone, Debug)]
 pub struct FormsFreeze {
     client: Option<FormsClient>,
+    service: Option<FormsServiceClient>,
 }
+
+/// The forms service's public API, with this service's token (procedure and revision reads).
+pub(crate) type FormsServiceClient = mst_proto::forms::forms_service_client::FormsServiceClient<
+    InterceptedService<Channel, ServiceToken>,
+>;
 
 impl FormsFreeze {
     /// Freezes through the forms service at `channel`, authenticated with `token`.
     pub fn new(channel: Channel, token: ServiceToken) -> Self {
         Self {
-            client: Some(FormsInternalServiceClient::with_interceptor(channel, token)),
+            client: Some(FormsInternalServiceClient::with_interceptor(channel.clone(), token.clone())),
+            service: Some(mst_proto::forms::forms_service_client::FormsServiceClient::with_interceptor(
+                channel, token,
+            )),
         }
     }
 
     /// No forms service configured: every transition that needs a freeze fails as unavailable
     /// (used where only the roster or deposits are exercised).
     pub fn unconfigured() -> Self {
-        Self { client: None }
+        Self {
+            client: None,
+            service: None,
+        }
+    }
+
+    /// The forms service's public API client.
+    pub(crate) fn service(&self) -> Result<FormsServiceClient, AppError> {
+        self.service
+            .clone()
+            .ok_or_else(|| AppError::Unavailable("no forms service configured".into()))
     }
 
     pub(crate) fn client(&self) -> Result<FormsClient, AppError> {
