@@ -205,6 +205,33 @@ async fn an_instructeur_follows_instructs_and_accepts_a_dossier_with_a_justifica
     }
     assert_eq!(bytes, pdf);
 
+    // The export carries the answers under their labels, the status in French.
+    let mut export = client
+        .export_dossiers(instructeur(pb::ExportDossiersRequest {
+            procedure_id: "test-instruction".into(),
+            format: pb::ExportFormat::Csv as i32,
+            tab: pb::DossierTab::Tous as i32,
+            filter: None,
+            repetition_field_id: String::new(),
+            include_annotations: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut csv = Vec::new();
+    while let Some(m) = export.next().await {
+        if let Some(pb::export_dossiers_response::Payload::Chunk(c)) = m.unwrap().payload {
+            csv.extend(c);
+        }
+    }
+    let csv = String::from_utf8(csv).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    assert!(header.contains("Titre du projet") && header.contains("SIRET"), "{header}");
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 1, "{csv}");
+    assert!(rows[0].contains("Mois sans tabac au quartier Nord") && rows[0].contains("Accepté"), "{}", rows[0]);
+
     // Re-opened, the dossier cannot reuse the spent upload id.
     let reopened = client
         .repasser_en_instruction(instructeur(pb::RepasserEnInstructionRequest {
