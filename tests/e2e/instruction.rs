@@ -227,10 +227,17 @@ async fn an_instructeur_follows_instructs_and_accepts_a_dossier_with_a_justifica
     let csv = String::from_utf8(csv).unwrap();
     let mut lines = csv.lines();
     let header = lines.next().unwrap();
-    assert!(header.contains("Titre du projet") && header.contains("SIRET"), "{header}");
+    assert!(
+        header.contains("Titre du projet") && header.contains("SIRET"),
+        "{header}"
+    );
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 1, "{csv}");
-    assert!(rows[0].contains("Mois sans tabac au quartier Nord") && rows[0].contains("Accepté"), "{}", rows[0]);
+    assert!(
+        rows[0].contains("Mois sans tabac au quartier Nord") && rows[0].contains("Accepté"),
+        "{}",
+        rows[0]
+    );
 
     // Re-opened, the dossier cannot reuse the spent upload id.
     let reopened = client

@@ -963,7 +963,10 @@ impl Instruction {
                 _ => AppError::Unavailable(format!("forms GetProcedure: {}", s.message())),
             })?
             .into_inner();
-        Ok(response.published_revision.map(|r| r.fields).unwrap_or_default())
+        Ok(response
+            .published_revision
+            .map(|r| r.fields)
+            .unwrap_or_default())
     }
 
     /// Exports the dossiers of a procedure (the list's tab and filters) as CSV or XLSX. Errors
@@ -992,9 +995,7 @@ impl Instruction {
         } else {
             self.export_answers(&spec.procedure_id, &numbers).await?
         };
-        let fields = self
-            .export_fields(&spec.procedure_id)
-            .await?;
+        let fields = self.export_fields(&spec.procedure_id).await?;
         let layout = Layout::new(&fields);
         let date = paris(Utc::now()).format("%Y-%m-%d");
         let (writer, extension, content_type) = match req.format {

@@ -41,10 +41,15 @@ impl FormsFreeze {
     /// Freezes through the forms service at `channel`, authenticated with `token`.
     pub fn new(channel: Channel, token: ServiceToken) -> Self {
         Self {
-            client: Some(FormsInternalServiceClient::with_interceptor(channel.clone(), token.clone())),
-            service: Some(mst_proto::forms::forms_service_client::FormsServiceClient::with_interceptor(
-                channel, token,
+            client: Some(FormsInternalServiceClient::with_interceptor(
+                channel.clone(),
+                token.clone(),
             )),
+            service: Some(
+                mst_proto::forms::forms_service_client::FormsServiceClient::with_interceptor(
+                    channel, token,
+                ),
+            ),
         }
     }
 
