@@ -189,9 +189,8 @@ async fn main() -> anyhow::Result<()> {
         "  data         {} (SQLite files, NATS store, logs)",
         data.display()
     );
-    println!(
-        "  token        cargo run -q -p mstctl -- token --email you@example.org --role promoteur"
-    );
+    println!("  procedures   mst-2024-projet, mst-2024-action (published, open)");
+    println!("  token        target/release/mstctl token --email you@example.org --role promoteur");
     println!();
 
     let result = tokio::try_join!(
