@@ -556,15 +556,7 @@ impl FormsService for Api {
         } = meta;
         let path =
             convert::champ_path(&field_id, row.as_ref(), "metadata").map_err(|(f, m)| bad(f, m))?;
-        let size = u64::try_from(size_bytes)
-            .ok()
-            .filter(|s| *s > 0)
-            .ok_or_else(|| {
-                bad(
-                    "metadata.size_bytes",
-                    "La taille du fichier doit être positive",
-                )
-            })?;
+        let size = declared_size(size_bytes)?;
         let chunks = stream.map(|m| match m {
             Ok(pb::UploadChampFileRequest {
                 payload: Some(Payload::Chunk(bytes)),
@@ -671,6 +663,19 @@ fn download_stream<T: Send + 'static>(
         futures::stream::iter(items)
     });
     Box::pin(futures::stream::once(async move { Ok(wrap_header(header)) }).chain(chunks))
+}
+
+/// The size an upload's metadata declares: positive.
+fn declared_size(size_bytes: i64) -> Result<u64, Status> {
+    u64::try_from(size_bytes)
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(|| {
+            bad(
+                "metadata.size_bytes",
+                "La taille du fichier doit être positive",
+            )
+        })
 }
 
 /// A client idempotency key: empty means none; otherwise at most 64 printable ASCII characters.
@@ -810,15 +815,7 @@ impl ProcedureAdminService for Api {
             content_type,
             size_bytes,
         } = meta;
-        let size = u64::try_from(size_bytes)
-            .ok()
-            .filter(|s| *s > 0)
-            .ok_or_else(|| {
-                bad(
-                    "metadata.size_bytes",
-                    "La taille du fichier doit être positive",
-                )
-            })?;
+        let size = declared_size(size_bytes)?;
         let chunks = stream.map(|m| match m {
             Ok(pb::UploadNoticeRequest {
                 payload: Some(Payload::Chunk(bytes)),
