@@ -95,6 +95,17 @@ impl Events {
         out
     }
 
+    /// The counts once every event the instruction service committed so far is on the stream
+    /// (its outbox is empty: the relay marks a row only after the PubAck), so that a command's
+    /// own events are not mixed with the stragglers of the set-up that reached its state.
+    async fn quiet(&mut self, db: &sea_orm::DatabaseConnection) -> BTreeMap<&'static str, u64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while mst_bus::outbox::pending(db).await.unwrap() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.counts().await
+    }
+
     /// Waits until the counts reach `expected` (at most 10 s), lets a straggler show up, and
     /// returns the counts then.
     async fn settle(
@@ -424,7 +435,7 @@ async fn check_row(
         r.key, r.procedure_closed, r.actor, r.command
     );
     let before = row(db, number).await;
-    let counts = events.counts().await;
+    let counts = events.quiet(db).await;
     let observed = run(
         stack,
         procedure_id,
