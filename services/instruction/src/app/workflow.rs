@@ -980,6 +980,41 @@ impl Instruction {
         })
     }
 
+    /// The declared instructeurs of a deposited dossier's groupe with their follow flag
+    /// (messagerie's notices). Role: system.
+    pub async fn dossier_instructeurs(
+        &self,
+        who: &Principal,
+        number: i64,
+    ) -> Result<Vec<(String, bool)>, AppError> {
+        require(who, Role::System)?;
+        let db = self.db();
+        let Some(row) = store::dossier(db, number).await? else {
+            return Ok(Vec::new());
+        };
+        if row.deleted || parse_status(&row.status)? == Status::Brouillon {
+            return Ok(Vec::new());
+        }
+        let followers: Vec<String> = store::followers(db, number)
+            .await?
+            .into_iter()
+            .map(|f| f.email)
+            .collect();
+        let mut members = match &row.groupe_id {
+            Some(g) => store::roster::member_emails(db, g).await?,
+            None => Vec::new(),
+        };
+        members.sort();
+        members.dedup();
+        Ok(members
+            .into_iter()
+            .map(|email| {
+                let following = followers.contains(&email);
+                (email, following)
+            })
+            .collect())
+    }
+
     /// Projection of forms' `DossierCreated`: the brouillon exists (idempotent).
     pub async fn on_dossier_created<C: ConnectionTrait>(
         &self,

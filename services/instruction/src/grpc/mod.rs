@@ -161,4 +161,20 @@ impl InstructionInternalService for InternalApi {
             status_version,
         }))
     }
+
+    async fn list_dossier_instructeurs(
+        &self,
+        request: Request<pb::ListDossierInstructeursRequest>,
+    ) -> Result<Response<pb::ListDossierInstructeursResponse>, Status> {
+        let who = principal(&request)?;
+        let pb::ListDossierInstructeursRequest { number } = request.into_inner();
+        let instructeurs = self
+            .instruction
+            .dossier_instructeurs(&who, number)
+            .await?
+            .into_iter()
+            .map(|(email, following)| pb::DossierInstructeur { email, following })
+            .collect();
+        Ok(Response::new(pb::ListDossierInstructeursResponse { instructeurs }))
+    }
 }

@@ -1,0 +1,574 @@
+//! Notices: the promoteur's delayed, coalesced "nouveau message" email; the instructeurs'
+//! notices per their preferences per procedure (instant email and/or daily digest at 9:00
+//! Europe/Paris on weekdays); the preferences themselves.
+
+use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
+use minijinja::context;
+use mst_kit::error::ApiError;
+use mst_proto::events as ev;
+use mst_proto::instruction as ipb;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
+    QueryOrder as _,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::queue::NewMail;
+use super::{AppError, Messagerie, french_datetime, paris};
+use crate::store::{dossier, notice, preference};
+
+/// Kinds of instructeur notices (mst.messagerie.v1.NoticeKind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A dossier was deposited in the instructeur's groupe (default: digest).
+    NewDossier,
+    /// A promoteur posted a message on a followed dossier (default: instant).
+    NewMessage,
+    /// An expert gave an avis the instructeur asked for (default: instant).
+    NewAvis,
+    /// The promoteur modified a followed dossier en construction (default: digest).
+    DossierModified,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 4] = [
+        Kind::NewDossier,
+        Kind::NewMessage,
+        Kind::NewAvis,
+        Kind::DossierModified,
+    ];
+
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::NewDossier => "new_dossier",
+            Kind::NewMessage => "new_message",
+            Kind::NewAvis => "new_avis",
+            Kind::DossierModified => "dossier_modified",
+        }
+    }
+
+    /// From a stored name.
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// (instant, digest) when never changed.
+    pub fn default_setting(self) -> (bool, bool) {
+        match self {
+            Kind::NewDossier | Kind::DossierModified => (false, true),
+            Kind::NewMessage | Kind::NewAvis => (true, false),
+        }
+    }
+
+    /// From the proto enum.
+    pub fn from_pb(k: i32) -> Option<Kind> {
+        use mst_proto::messagerie::NoticeKind as N;
+        match N::try_from(k).ok()? {
+            N::NewDossier => Some(Kind::NewDossier),
+            N::NewMessage => Some(Kind::NewMessage),
+            N::NewAvis => Some(Kind::NewAvis),
+            N::DossierModified => Some(Kind::DossierModified),
+            N::Unspecified => None,
+        }
+    }
+
+    /// To the proto enum.
+    pub fn to_pb(self) -> i32 {
+        use mst_proto::messagerie::NoticeKind as N;
+        (match self {
+            Kind::NewDossier => N::NewDossier,
+            Kind::NewMessage => N::NewMessage,
+            Kind::NewAvis => N::NewAvis,
+            Kind::DossierModified => N::DossierModified,
+        }) as i32
+    }
+
+    /// Title in the email (French).
+    fn title(self) -> &'static str {
+        match self {
+            Kind::NewDossier => "Nouveau dossier déposé",
+            Kind::NewMessage => "Nouveau message",
+            Kind::NewAvis => "Nouvel avis d'expert",
+            Kind::DossierModified => "Dossier modifié par l'usager",
+        }
+    }
+
+    /// Sentence in the email (French).
+    fn sentence(self) -> &'static str {
+        match self {
+            Kind::NewDossier => "Un nouveau dossier a été déposé dans votre groupe instructeur.",
+            Kind::NewMessage => "Un nouveau message a été posté dans la messagerie d'un dossier que vous suivez.",
+            Kind::NewAvis => "Un expert a donné l'avis que vous aviez demandé.",
+            Kind::DossierModified => "L'usager a modifié un dossier en construction que vous suivez.",
+        }
+    }
+}
+
+/// One instructeur's settings for one procedure: (kind, instant, digest) for every kind.
+pub type Settings = Vec<(Kind, bool, bool)>;
+
+fn parse_settings(stored: &str) -> Settings {
+    Kind::ALL
+        .into_iter()
+        .map(|k| {
+            let (mut instant, mut digest) = k.default_setting();
+            for line in stored.lines() {
+                if let Some((name, flags)) = line.split_once('=')
+                    && name == k.as_str()
+                {
+                    let mut f = flags.split(',');
+                    instant = f.next() == Some("1");
+                    digest = f.next() == Some("1");
+                }
+            }
+            (k, instant, digest)
+        })
+        .collect()
+}
+
+fn format_settings(settings: &Settings) -> String {
+    settings
+        .iter()
+        .map(|(k, i, d)| format!("{}={},{}", k.as_str(), u8::from(*i), u8::from(*d)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Messagerie {
+    /// The (instant, digest) setting of `email` for `kind` on `procedure_id`.
+    async fn setting<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        email: &str,
+        procedure_id: &str,
+        kind: Kind,
+    ) -> Result<(bool, bool), AppError> {
+        let row = preference::Entity::find_by_id((email.to_owned(), procedure_id.to_owned()))
+            .one(db)
+            .await?;
+        let settings = parse_settings(row.as_ref().map(|r| r.settings.as_str()).unwrap_or(""));
+        Ok(settings
+            .into_iter()
+            .find(|(k, _, _)| *k == kind)
+            .map(|(_, i, d)| (i, d))
+            .unwrap_or(kind.default_setting()))
+    }
+
+    /// The instructeurs of a dossier's groupe (with their follow flag), from instruction.
+    async fn dossier_instructeurs(&self, number: i64) -> Result<Vec<(String, bool)>, AppError> {
+        let mut client = self.inner.instruction.clone();
+        let answer = client
+            .list_dossier_instructeurs(ipb::ListDossierInstructeursRequest { number })
+            .await
+            .map_err(|s| {
+                AppError::Api(ApiError::Unavailable(format!(
+                    "instruction ListDossierInstructeurs: {}",
+                    s.message()
+                )))
+            })?
+            .into_inner();
+        Ok(answer
+            .instructeurs
+            .into_iter()
+            .map(|i| (i.email.to_lowercase(), i.following))
+            .collect())
+    }
+
+    /// Tells the instructeurs concerned by `kind` on dossier `number`, per their preferences:
+    /// `only` names the one instructeur concerned (avis), else the followers (or, for a new
+    /// dossier, every instructeur of the groupe).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn notice_instructeurs<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        number: i64,
+        procedure: Option<&ev::ProcedureRef>,
+        source: &str,
+        kind: Kind,
+        only: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<(), AppError> {
+        let recipients: Vec<String> = match only {
+            Some(email) => super::distinct_recipients([email]),
+            None => self
+                .dossier_instructeurs(number)
+                .await?
+                .into_iter()
+                .filter(|(_, following)| kind == Kind::NewDossier || *following)
+                .map(|(email, _)| email)
+                .collect(),
+        };
+        let procedure_id = procedure.map(|p| p.id.clone()).unwrap_or_default();
+        let title = procedure
+            .map(|p| if p.title.is_empty() { p.id.clone() } else { p.title.clone() })
+            .unwrap_or_default();
+        for r in recipients {
+            let (instant, digest) = self.setting(txn, &r, &procedure_id, kind).await?;
+            if instant {
+                let rendered = self.render(
+                    "notice",
+                    context! {
+                        numero => number,
+                        demarche => title.clone(),
+                        titre => kind.title(),
+                        phrase => kind.sentence(),
+                    },
+                )?;
+                self.enqueue_mail(
+                    txn,
+                    NewMail {
+                        dedup_key: format!("{source}:{r}"),
+                        recipient: &r,
+                        rendered: &rendered,
+                        number: Some(number),
+                        source_event_ids: vec![source.to_owned()],
+                    },
+                )
+                .await?;
+            }
+            if digest {
+                self.insert_notice(txn, notice::DIGEST, &r, kind.as_str(), number, &procedure_id, &title, source, at, at)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_notice<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        channel: &str,
+        recipient: &str,
+        kind: &str,
+        number: i64,
+        procedure_id: &str,
+        procedure_title: &str,
+        source: &str,
+        at: DateTime<Utc>,
+        due: DateTime<Utc>,
+    ) -> Result<(), AppError> {
+        notice::Entity::insert(notice::ActiveModel {
+            id: Set(uuid::Uuid::now_v7().to_string()),
+            dedup_key: Set(format!("{channel}:{source}:{recipient}")),
+            channel: Set(channel.into()),
+            recipient: Set(recipient.into()),
+            kind: Set(kind.into()),
+            number: Set(number),
+            procedure_id: Set(procedure_id.into()),
+            procedure_title: Set(procedure_title.into()),
+            source_event_id: Set(source.into()),
+            created_at: Set(at),
+            due_at: Set(due),
+            mail_id: Set(None),
+        })
+        .on_conflict_do_nothing()
+        .exec_without_returning(txn)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that `recipients` must hear of a new message on `row`'s dossier once the
+    /// coalescing delay has passed (counted from the first message not yet emailed).
+    pub(crate) async fn schedule_message_notices<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        row: &dossier::Model,
+        recipients: &[String],
+        source: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), AppError> {
+        let due = Utc::now()
+            + chrono::Duration::from_std(self.timing().message_delay).unwrap_or_default();
+        for r in recipients {
+            self.insert_notice(
+                txn,
+                notice::MESSAGE,
+                r,
+                Kind::NewMessage.as_str(),
+                row.number,
+                &row.procedure_id,
+                &row.procedure_title,
+                source,
+                at,
+                due,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Turns due "nouveau message" notices into one email per (recipient, dossier); returns the
+    /// number of emails queued.
+    pub async fn flush_message_notices(&self) -> Result<usize, AppError> {
+        let now = Utc::now();
+        let due = notice::Entity::find()
+            .filter(notice::Column::Channel.eq(notice::MESSAGE))
+            .filter(notice::Column::MailId.is_null())
+            .filter(notice::Column::DueAt.lte(now))
+            .order_by_asc(notice::Column::CreatedAt)
+            .all(self.db())
+            .await?;
+        let mut groups: Vec<(String, i64)> = Vec::new();
+        for n in &due {
+            let key = (n.recipient.clone(), n.number);
+            if !groups.contains(&key) {
+                groups.push(key);
+            }
+        }
+        let mut queued = 0;
+        for (recipient, number) in groups {
+            let txn = mst_bus::db::begin_write(self.db()).await?;
+            // Every pending notice of the pair, due or not: one email for all of them.
+            let pending = notice::Entity::find()
+                .filter(notice::Column::Channel.eq(notice::MESSAGE))
+                .filter(notice::Column::MailId.is_null())
+                .filter(notice::Column::Recipient.eq(recipient.as_str()))
+                .filter(notice::Column::Number.eq(number))
+                .order_by_asc(notice::Column::CreatedAt)
+                .all(&txn)
+                .await?;
+            let Some(first) = pending.first() else {
+                txn.rollback().await?;
+                continue;
+            };
+            let rendered = self.render(
+                "nouveau_message",
+                context! {
+                    numero => number,
+                    demarche => first.procedure_title.clone(),
+                    count => pending.len(),
+                },
+            )?;
+            let dedup_key = format!("message:{}:{recipient}", first.source_event_id);
+            let mail_key = dedup_key.clone();
+            let inserted = self
+                .enqueue_mail(
+                    &txn,
+                    NewMail {
+                        dedup_key,
+                        recipient: &recipient,
+                        rendered: &rendered,
+                        number: Some(number),
+                        source_event_ids: pending.iter().map(|n| n.source_event_id.clone()).collect(),
+                    },
+                )
+                .await?;
+            if !inserted {
+                txn.rollback().await?;
+                continue;
+            }
+            notice::Entity::update_many()
+                .col_expr(notice::Column::MailId, Expr::value(Some(mail_key)))
+                .filter(notice::Column::Id.is_in(pending.iter().map(|n| n.id.clone())))
+                .exec(&txn)
+                .await?;
+            txn.commit().await?;
+            queued += 1;
+        }
+        if queued > 0 {
+            self.wake_sender();
+        }
+        Ok(queued)
+    }
+
+    /// Sends every pending digest notice, one email per instructeur listing them; returns the
+    /// number of digests queued. Runs by itself at 9:00 Europe/Paris on weekdays; tests and
+    /// operators may call it at any time (nothing is ever sent twice).
+    pub async fn run_digest(&self) -> Result<usize, AppError> {
+        let now = Utc::now();
+        let pending = notice::Entity::find()
+            .filter(notice::Column::Channel.eq(notice::DIGEST))
+            .filter(notice::Column::MailId.is_null())
+            .filter(notice::Column::CreatedAt.lte(now))
+            .order_by_asc(notice::Column::CreatedAt)
+            .all(self.db())
+            .await?;
+        let mut recipients: Vec<String> = pending.iter().map(|n| n.recipient.clone()).collect();
+        recipients.sort();
+        recipients.dedup();
+        let mut queued = 0;
+        for r in recipients {
+            let mine: Vec<&notice::Model> = pending.iter().filter(|n| n.recipient == r).collect();
+            let Some(first) = mine.first() else { continue };
+            let items: Vec<minijinja::Value> = mine
+                .iter()
+                .map(|n| {
+                    context! {
+                        titre => Kind::parse(&n.kind).map(Kind::title).unwrap_or("Activité"),
+                        numero => n.number,
+                        demarche => n.procedure_title.clone(),
+                        date => french_datetime(n.created_at),
+                    }
+                })
+                .collect();
+            let rendered = self.render(
+                "digest",
+                context! { date => paris(now).format("%d/%m/%Y").to_string(), items => items },
+            )?;
+            let dedup_key = format!("digest:{}:{r}", first.id);
+            let mail_key = dedup_key.clone();
+            let txn = mst_bus::db::begin_write(self.db()).await?;
+            let inserted = self
+                .enqueue_mail(
+                    &txn,
+                    NewMail {
+                        dedup_key,
+                        recipient: &r,
+                        rendered: &rendered,
+                        number: None,
+                        source_event_ids: mine.iter().map(|n| n.source_event_id.clone()).collect(),
+                    },
+                )
+                .await?;
+            let marked = notice::Entity::update_many()
+                .col_expr(notice::Column::MailId, Expr::value(Some(mail_key)))
+                .filter(notice::Column::Id.is_in(mine.iter().map(|n| n.id.clone())))
+                .filter(notice::Column::MailId.is_null())
+                .exec(&txn)
+                .await?;
+            if !inserted || marked.rows_affected != mine.len() as u64 {
+                // Another replica took them first.
+                txn.rollback().await?;
+                continue;
+            }
+            txn.commit().await?;
+            queued += 1;
+        }
+        if queued > 0 {
+            self.wake_sender();
+        }
+        Ok(queued)
+    }
+
+    /// Flushes due message notices every poll and runs the digest at 9:00 Europe/Paris on
+    /// weekdays, until `shutdown`.
+    pub async fn run_scheduler(self, shutdown: CancellationToken) {
+        let digest_done_on = |now: DateTime<Utc>| {
+            let local = paris(now);
+            (local.hour() >= 9).then(|| local.date_naive())
+        };
+        // Started after 9:00: today's digest time has passed; the next one is tomorrow's.
+        let mut last_digest = digest_done_on(Utc::now());
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(self.timing().poll) => {}
+            }
+            if let Err(error) = self.flush_message_notices().await {
+                tracing::warn!(%error, "cannot flush message notices");
+            }
+            if self.timing().digest_scheduler {
+                let now = Utc::now();
+                let local = paris(now);
+                let weekday = local.weekday().num_days_from_monday() < 5;
+                if weekday && local.hour() >= 9 && last_digest != Some(local.date_naive()) {
+                    match self.run_digest().await {
+                        Ok(n) => {
+                            tracing::info!(digests = n, "daily digest sent");
+                            last_digest = Some(local.date_naive());
+                        }
+                        Err(error) => tracing::warn!(%error, "daily digest failed; will retry"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The preferences of `email` for `procedure_id` (defaults filled in) and their version.
+    pub async fn preferences(
+        &self,
+        email: &str,
+        procedure_id: &str,
+    ) -> Result<(Settings, i64), AppError> {
+        let row = preference::Entity::find_by_id((email.to_owned(), procedure_id.to_owned()))
+            .one(self.db())
+            .await?;
+        Ok(match row {
+            Some(r) => (parse_settings(&r.settings), r.version),
+            None => (parse_settings(""), 0),
+        })
+    }
+
+    /// The procedures `email` has saved preferences for.
+    pub async fn preference_procedures(&self, email: &str) -> Result<Vec<String>, AppError> {
+        Ok(preference::Entity::find()
+            .filter(preference::Column::Email.eq(email))
+            .order_by_asc(preference::Column::ProcedureId)
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(|r| r.procedure_id)
+            .collect())
+    }
+
+    /// Replaces the preferences of `email` for `procedure_id` at `expected_version`.
+    pub async fn update_preferences(
+        &self,
+        email: &str,
+        procedure_id: &str,
+        expected_version: i64,
+        changes: &[(Kind, bool, bool)],
+    ) -> Result<(Settings, i64), AppError> {
+        let txn = mst_bus::db::begin_write(self.db()).await?;
+        let row = preference::Entity::find_by_id((email.to_owned(), procedure_id.to_owned()))
+            .one(&txn)
+            .await?;
+        let current = row.as_ref().map(|r| r.version).unwrap_or(0);
+        if current != expected_version {
+            txn.rollback().await?;
+            return Err(ApiError::VersionConflict {
+                resource: "préférences",
+                id: procedure_id.to_owned(),
+                expected: expected_version,
+                current,
+            }
+            .into());
+        }
+        let settings: Settings = Kind::ALL
+            .into_iter()
+            .map(|k| {
+                changes
+                    .iter()
+                    .find(|(c, _, _)| *c == k)
+                    .copied()
+                    .unwrap_or_else(|| {
+                        let (i, d) = k.default_setting();
+                        (k, i, d)
+                    })
+            })
+            .collect();
+        let version = current + 1;
+        let am = preference::ActiveModel {
+            email: Set(email.to_owned()),
+            procedure_id: Set(procedure_id.to_owned()),
+            settings: Set(format_settings(&settings)),
+            version: Set(version),
+        };
+        if row.is_some() {
+            preference::Entity::update(am).exec(&txn).await?;
+        } else {
+            preference::Entity::insert(am).exec_without_returning(&txn).await?;
+        }
+        txn.commit().await?;
+        Ok((settings, version))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_round_trip_and_default() {
+        let defaults = parse_settings("");
+        assert_eq!(defaults[0], (Kind::NewDossier, false, true));
+        assert_eq!(defaults[1], (Kind::NewMessage, true, false));
+        let mut changed = defaults.clone();
+        changed[1] = (Kind::NewMessage, false, true);
+        assert_eq!(parse_settings(&format_settings(&changed)), changed);
+    }
+}

@@ -1,0 +1,234 @@
+//! The outgoing-mail queue and delivery log: [`Messagerie::enqueue_mail`] writes one row per
+//! (cause, recipient) in the caller's transaction — the unique `dedup_key` makes a redelivered or
+//! replayed event queue nothing twice (invariant I3) — and [`Messagerie::run_sender`] delivers
+//! due rows, retrying with exponential backoff while the relay is unreachable, and publishes
+//! `MailSent` in the transaction that marks a row sent.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt as _;
+use mst_proto::events as ev;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
+    QueryOrder as _, QuerySelect as _, TransactionTrait as _,
+};
+use sha2::Digest as _;
+use tokio_util::sync::CancellationToken;
+
+use super::{AppError, Messagerie, PRODUCER};
+use crate::smtp::{Outgoing, SendError};
+use crate::store::mail;
+use crate::templates::Rendered;
+
+/// How long a sender holds a row it is delivering before another sender may take it.
+const LEASE: Duration = Duration::from_secs(120);
+
+/// What to queue.
+#[derive(Debug, Clone)]
+pub struct NewMail<'a> {
+    /// Unique cause of this email for this recipient, e.g. `<event id>:<recipient>`.
+    pub dedup_key: String,
+    /// Recipient.
+    pub recipient: &'a str,
+    /// Content.
+    pub rendered: &'a Rendered,
+    /// Dossier, if any.
+    pub number: Option<i64>,
+    /// Events it answers.
+    pub source_event_ids: Vec<String>,
+}
+
+impl Messagerie {
+    /// The Message-ID of the email with `dedup_key`: a hash of it at the sender's domain, so the
+    /// same event and recipient always give the same Message-ID.
+    pub fn message_id(&self, dedup_key: &str) -> String {
+        let digest = sha2::Sha256::digest(dedup_key.as_bytes());
+        format!("{}@{}", &hex::encode(digest)[..40], self.inner.mail_domain)
+    }
+
+    /// Queues an email in `txn`; returns false when that cause already queued one.
+    pub async fn enqueue_mail<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        m: NewMail<'_>,
+    ) -> Result<bool, AppError> {
+        let now = Utc::now();
+        let id = uuid::Uuid::now_v7().to_string();
+        let inserted = mail::Entity::insert(mail::ActiveModel {
+            id: Set(id),
+            message_id: Set(self.message_id(&m.dedup_key)),
+            dedup_key: Set(m.dedup_key),
+            recipient: Set(m.recipient.to_lowercase()),
+            template: Set(m.rendered.template.clone()),
+            subject: Set(m.rendered.subject.clone()),
+            body_text: Set(m.rendered.text.clone()),
+            body_html: Set(m.rendered.html.clone()),
+            number: Set(m.number),
+            source_event_ids: Set(m.source_event_ids.join("\n")),
+            status: Set(mail::QUEUED.into()),
+            attempts: Set(0),
+            last_error: Set(String::new()),
+            queued_at: Set(now),
+            sent_at: Set(None),
+            next_attempt_at: Set(now),
+        })
+        .on_conflict_do_nothing()
+        .exec_without_returning(txn)
+        .await?;
+        Ok(matches!(inserted, sea_orm::TryInsertResult::Inserted(n) if n > 0))
+    }
+
+    /// Wakes the sender (after a commit that queued emails).
+    pub fn wake_sender(&self) {
+        self.inner.wake_sender.notify_one();
+    }
+
+    /// Delivers due emails until `shutdown`.
+    pub async fn run_sender(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.inner.wake_sender.notified() => {}
+                () = tokio::time::sleep(self.timing().poll) => {}
+            }
+            loop {
+                match self.send_due().await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "mail sender: cannot read the queue");
+                        break;
+                    }
+                }
+                if shutdown.is_cancelled() {
+                    break;
+                }
+            }
+        }
+        self.inner.mailer.close().await;
+        tracing::info!("mail sender stopped");
+    }
+
+    /// One pass over the due emails; returns how many were attempted.
+    pub async fn send_due(&self) -> Result<usize, AppError> {
+        let now = Utc::now();
+        let due = mail::Entity::find()
+            .filter(mail::Column::Status.eq(mail::QUEUED))
+            .filter(mail::Column::NextAttemptAt.lte(now))
+            .order_by_asc(mail::Column::NextAttemptAt)
+            .limit(64)
+            .all(self.db())
+            .await?;
+        let count = due.len();
+        futures::stream::iter(due)
+            .for_each_concurrent(4, |row| async move {
+                if let Err(error) = self.deliver(row).await {
+                    tracing::warn!(%error, "mail sender: cannot record a delivery");
+                }
+            })
+            .await;
+        Ok(count)
+    }
+
+    async fn deliver(&self, row: mail::Model) -> Result<(), AppError> {
+        let now = Utc::now();
+        // Claim the row: only one sender moves `attempts` from the value it read.
+        let claimed = mail::Entity::update_many()
+            .col_expr(mail::Column::Attempts, Expr::value(row.attempts + 1))
+            .col_expr(
+                mail::Column::NextAttemptAt,
+                Expr::value(now + chrono::Duration::from_std(LEASE).unwrap_or_default()),
+            )
+            .filter(mail::Column::Id.eq(row.id.as_str()))
+            .filter(mail::Column::Status.eq(mail::QUEUED))
+            .filter(mail::Column::Attempts.eq(row.attempts))
+            .exec(self.db())
+            .await?;
+        if claimed.rows_affected != 1 {
+            return Ok(());
+        }
+        let attempts = row.attempts + 1;
+        let outgoing = Outgoing {
+            to: row.recipient.clone(),
+            message_id: row.message_id.clone(),
+            rendered: Rendered {
+                template: row.template.clone(),
+                subject: row.subject.clone(),
+                text: row.body_text.clone(),
+                html: row.body_html.clone(),
+            },
+        };
+        match self.inner.mailer.send(&outgoing).await {
+            Ok(()) => {
+                let txn = self.db().begin().await?;
+                mail::Entity::update_many()
+                    .col_expr(mail::Column::Status, Expr::value(mail::SENT))
+                    .col_expr(mail::Column::SentAt, Expr::value(Some(Utc::now())))
+                    .col_expr(mail::Column::LastError, Expr::value(""))
+                    .filter(mail::Column::Id.eq(row.id.as_str()))
+                    .exec(&txn)
+                    .await?;
+                let sources: Vec<String> = row
+                    .source_event_ids
+                    .lines()
+                    .map(str::to_owned)
+                    .collect();
+                let mut metadata = ev::EventMetadata::new(
+                    PRODUCER,
+                    ev::Actor {
+                        email: PRODUCER.into(),
+                        role: ev::Role::System as i32,
+                    },
+                );
+                metadata.causation_id = sources.first().cloned().unwrap_or_default();
+                mst_bus::enqueue_event(
+                    &txn,
+                    &ev::MailSent {
+                        metadata: Some(metadata),
+                        delivery_id: row.id.clone(),
+                        source_event_ids: sources,
+                        recipient: row.recipient.clone(),
+                        template: row.template.clone(),
+                        message_id: row.message_id.clone(),
+                        number: row.number,
+                        subject: row.subject.clone(),
+                    },
+                )
+                .await?;
+                txn.commit().await?;
+                self.inner.relay.wake();
+                tracing::info!(delivery = %row.id, template = %row.template, attempts, "mail sent");
+            }
+            Err(e) => {
+                let (status, next, reason) = match &e {
+                    SendError::Permanent(reason) => (mail::FAILED, now, reason.clone()),
+                    SendError::Transient(reason) if attempts >= self.timing().max_attempts => {
+                        (mail::FAILED, now, format!("{reason} (abandon après {attempts} tentatives)"))
+                    }
+                    SendError::Transient(reason) => {
+                        (mail::QUEUED, now + self.backoff(attempts), reason.clone())
+                    }
+                };
+                tracing::warn!(delivery = %row.id, attempts, status, error = %reason, "mail not delivered");
+                mail::Entity::update_many()
+                    .col_expr(mail::Column::Status, Expr::value(status))
+                    .col_expr(mail::Column::NextAttemptAt, Expr::value(next))
+                    .col_expr(mail::Column::LastError, Expr::value(reason))
+                    .filter(mail::Column::Id.eq(row.id.as_str()))
+                    .exec(self.db())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delay before attempt `attempts + 1`: base × 2^(attempts − 1), at most the maximum.
+    pub fn backoff(&self, attempts: i32) -> chrono::Duration {
+        let t = self.timing();
+        let factor = 2u32.saturating_pow(u32::try_from(attempts.saturating_sub(1)).unwrap_or(0));
+        let delay = t.retry_base.saturating_mul(factor).min(t.retry_max);
+        chrono::Duration::from_std(delay).unwrap_or_default()
+    }
+}
