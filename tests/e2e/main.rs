@@ -10,3 +10,4 @@ mod platform;
 mod support;
 mod trace_and_auth;
 mod workflow;
+mod messagerie;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use mst_kit::Shutdown;
 use mst_kit::config::Env;
 use mst_kit::service::RunService as _;
-use mst_testkit::{NatsServer, TestDb, unique_prefix};
+use mst_testkit::{NatsServer, SmtpSink, TestDb, unique_prefix};
 use tokio::task::JoinHandle;
 
 /// Installs the global tracing subscriber (logs at `warn` unless `RUST_LOG` says otherwise, and
@@ -60,6 +60,10 @@ pub struct Stack {
     /// The instruction use cases (the workflow's public API is driven through them until its
     /// gRPC service is served).
     pub instruction: mst_instruction::app::Instruction,
+    /// The SMTP sink the messagerie sends to (stop and start it to simulate an outage).
+    pub smtp: SmtpSink,
+    /// The messagerie use cases (tests trigger the daily digest through them).
+    pub messagerie: mst_messagerie::app::Messagerie,
     _files: tempfile::TempDir,
 }
 
@@ -71,6 +75,7 @@ impl Stack {
         let prefix = unique_prefix();
         let shutdown = Shutdown::new();
         let files = tempfile::tempdir()?;
+        let smtp = SmtpSink::start().await?;
         let names = ["forms", "instruction", "messagerie", "oscars"];
         let mut listeners = Vec::new();
         for _ in names {
@@ -82,6 +87,7 @@ impl Stack {
         let (forms_url, instruction_url) = (url(0)?, url(1)?);
         let mut services = Vec::new();
         let mut instruction = None;
+        let mut messagerie = None;
         for (name, listener) in names.into_iter().zip(listeners) {
             let db = TestDb::new().await?;
             let mut env = Env::from_map([
@@ -115,10 +121,19 @@ impl Stack {
                     tokio::spawn(app.run())
                 }
                 "messagerie" => {
+                    // Real SMTP to the sink; short delays so tests stay fast (the digest is
+                    // triggered by the tests, not by the clock).
+                    env.set("MST_SMTP_URL", format!("smtp://{}:{}", smtp.host(), smtp.port()));
+                    env.set("MST_MESSAGE_NOTIFY_DELAY_MS", "1000");
+                    env.set("MST_MAIL_RETRY_BASE_MS", "100");
+                    env.set("MST_MAIL_RETRY_MAX_MS", "500");
+                    env.set("MST_MAIL_POLL_MS", "100");
+                    env.set("MST_DIGEST_SCHEDULER", "false");
                     let settings = mst_messagerie::Settings::from_env(&mut env);
                     std::mem::take(&mut env).finish()?;
                     let app =
                         mst_messagerie::App::build_on(settings, listener, shutdown.clone()).await?;
+                    messagerie = Some(app.messagerie());
                     tokio::spawn(app.run())
                 }
                 _ => {
@@ -142,8 +157,15 @@ impl Stack {
             services,
             shutdown,
             instruction: instruction.ok_or_else(|| anyhow::anyhow!("instruction did not start"))?,
+            smtp,
+            messagerie: messagerie.ok_or_else(|| anyhow::anyhow!("messagerie did not start"))?,
             _files: files,
         })
+    }
+
+    /// Where the services store files (`<dir>/<service>`).
+    pub fn files_dir(&self) -> &std::path::Path {
+        self._files.path()
     }
 
     /// The running service called `name`.
