@@ -344,7 +344,6 @@ impl Messagerie {
                 },
             )?;
             let dedup_key = format!("message:{}:{recipient}", first.source_event_id);
-            let mail_key = dedup_key.clone();
             let inserted = self
                 .enqueue_mail(
                     &txn,
@@ -357,12 +356,12 @@ impl Messagerie {
                     },
                 )
                 .await?;
-            if !inserted {
+            let Some(mail_id) = inserted else {
                 txn.rollback().await?;
                 continue;
-            }
+            };
             notice::Entity::update_many()
-                .col_expr(notice::Column::MailId, Expr::value(Some(mail_key)))
+                .col_expr(notice::Column::MailId, Expr::value(Some(mail_id)))
                 .filter(notice::Column::Id.is_in(pending.iter().map(|n| n.id.clone())))
                 .exec(&txn)
                 .await?;
@@ -410,7 +409,6 @@ impl Messagerie {
                 context! { date => paris(now).format("%d/%m/%Y").to_string(), items => items },
             )?;
             let dedup_key = format!("digest:{}:{r}", first.id);
-            let mail_key = dedup_key.clone();
             let txn = mst_bus::db::begin_write(self.db()).await?;
             let inserted = self
                 .enqueue_mail(
@@ -424,13 +422,18 @@ impl Messagerie {
                     },
                 )
                 .await?;
+            let Some(mail_id) = inserted else {
+                // Another replica took them first.
+                txn.rollback().await?;
+                continue;
+            };
             let marked = notice::Entity::update_many()
-                .col_expr(notice::Column::MailId, Expr::value(Some(mail_key)))
+                .col_expr(notice::Column::MailId, Expr::value(Some(mail_id)))
                 .filter(notice::Column::Id.is_in(mine.iter().map(|n| n.id.clone())))
                 .filter(notice::Column::MailId.is_null())
                 .exec(&txn)
                 .await?;
-            if !inserted || marked.rows_affected != mine.len() as u64 {
+            if marked.rows_affected != mine.len() as u64 {
                 // Another replica took them first.
                 txn.rollback().await?;
                 continue;

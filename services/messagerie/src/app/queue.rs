@@ -48,16 +48,17 @@ impl Messagerie {
         format!("{}@{}", &hex::encode(digest)[..40], self.inner.mail_domain)
     }
 
-    /// Queues an email in `txn`; returns false when that cause already queued one.
+    /// Queues an email in `txn`; returns its delivery id, or `None` when that cause already
+    /// queued one.
     pub async fn enqueue_mail<C: ConnectionTrait>(
         &self,
         txn: &C,
         m: NewMail<'_>,
-    ) -> Result<bool, AppError> {
+    ) -> Result<Option<String>, AppError> {
         let now = Utc::now();
         let id = uuid::Uuid::now_v7().to_string();
         let inserted = mail::Entity::insert(mail::ActiveModel {
-            id: Set(id),
+            id: Set(id.clone()),
             message_id: Set(self.message_id(&m.dedup_key)),
             dedup_key: Set(m.dedup_key),
             recipient: Set(m.recipient.to_lowercase()),
@@ -77,7 +78,7 @@ impl Messagerie {
         .on_conflict_do_nothing()
         .exec_without_returning(txn)
         .await?;
-        Ok(matches!(inserted, sea_orm::TryInsertResult::Inserted(n) if n > 0))
+        Ok(matches!(inserted, sea_orm::TryInsertResult::Inserted(n) if n > 0).then_some(id))
     }
 
     /// Wakes the sender (after a commit that queued emails).
