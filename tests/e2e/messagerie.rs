@@ -83,7 +83,10 @@ async fn quiet(stack: &Stack) -> Vec<ReceivedMail> {
         if queued.is_empty() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "still queued: {queued:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still queued: {queued:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stack.smtp.messages().await.unwrap()
@@ -174,7 +177,13 @@ async fn every_status_change_emails_the_owner_and_the_invitee_once_and_enters_th
                 .version;
         }};
     }
-    step!(passer_en_instruction, ipb::PasserEnInstructionRequest { number: n, expected_version: v });
+    step!(
+        passer_en_instruction,
+        ipb::PasserEnInstructionRequest {
+            number: n,
+            expected_version: v
+        }
+    );
     client
         .request_avis(instructeur(ipb::RequestAvisRequest {
             number: n,
@@ -185,20 +194,44 @@ async fn every_status_change_emails_the_owner_and_the_invitee_once_and_enters_th
         }))
         .await
         .unwrap();
-    step!(repasser_en_construction, ipb::RepasserEnConstructionRequest { number: n, expected_version: v, message: "Merci de revoir le budget.".into() });
-    step!(passer_en_instruction, ipb::PasserEnInstructionRequest { number: n, expected_version: v });
-    step!(demander_correction, ipb::DemanderCorrectionRequest { number: n, expected_version: v, message: "Le SIRET ne correspond pas.".into(), reason: ev::CorrectionReason::Incorrect as i32 });
+    step!(
+        repasser_en_construction,
+        ipb::RepasserEnConstructionRequest {
+            number: n,
+            expected_version: v,
+            message: "Merci de revoir le budget.".into()
+        }
+    );
+    step!(
+        passer_en_instruction,
+        ipb::PasserEnInstructionRequest {
+            number: n,
+            expected_version: v
+        }
+    );
+    step!(
+        demander_correction,
+        ipb::DemanderCorrectionRequest {
+            number: n,
+            expected_version: v,
+            message: "Le SIRET ne correspond pas.".into(),
+            reason: ev::CorrectionReason::Incorrect as i32
+        }
+    );
     // The owner resubmits: the correction is resolved, the status does not change, no email.
     let d = forms(&stack)
         .await
-        .get_dossier(promoteur(OWNER, mst_proto::forms::GetDossierRequest { number: n, ..Default::default() }))
+        .get_dossier(promoteur(
+            OWNER,
+            mst_proto::forms::GetDossierRequest { number: n },
+        ))
         .await
         .unwrap()
         .into_inner()
         .dossier
         .unwrap();
     deposit(&stack, OWNER, n, d.version).await.unwrap();
-    v = client
+    let resubmitted = client
         .get_dossier(instructeur(ipb::GetDossierRequest { number: n }))
         .await
         .unwrap()
@@ -206,12 +239,58 @@ async fn every_status_change_emails_the_owner_and_the_invitee_once_and_enters_th
         .dossier
         .unwrap()
         .version;
-    step!(passer_en_instruction, ipb::PasserEnInstructionRequest { number: n, expected_version: v });
-    step!(refuser, ipb::RefuserRequest { number: n, expected_version: v, motivation: "Hors périmètre.".into(), justificatif_upload_id: String::new() });
-    step!(repasser_en_instruction, ipb::RepasserEnInstructionRequest { number: n, expected_version: v, message: String::new() });
-    step!(classer_sans_suite, ipb::ClasserSansSuiteRequest { number: n, expected_version: v, motivation: "Doublon.".into(), justificatif_upload_id: String::new() });
-    step!(repasser_en_instruction, ipb::RepasserEnInstructionRequest { number: n, expected_version: v, message: String::new() });
-    step!(accepter, ipb::AccepterRequest { number: n, expected_version: v, motivation: "Projet conforme.".into(), justificatif_upload_id: String::new() });
+    assert!(resubmitted > v, "the resolution bumps the status version");
+    v = resubmitted;
+    step!(
+        passer_en_instruction,
+        ipb::PasserEnInstructionRequest {
+            number: n,
+            expected_version: v
+        }
+    );
+    step!(
+        refuser,
+        ipb::RefuserRequest {
+            number: n,
+            expected_version: v,
+            motivation: "Hors périmètre.".into(),
+            justificatif_upload_id: String::new()
+        }
+    );
+    step!(
+        repasser_en_instruction,
+        ipb::RepasserEnInstructionRequest {
+            number: n,
+            expected_version: v,
+            message: String::new()
+        }
+    );
+    step!(
+        classer_sans_suite,
+        ipb::ClasserSansSuiteRequest {
+            number: n,
+            expected_version: v,
+            motivation: "Doublon.".into(),
+            justificatif_upload_id: String::new()
+        }
+    );
+    step!(
+        repasser_en_instruction,
+        ipb::RepasserEnInstructionRequest {
+            number: n,
+            expected_version: v,
+            message: String::new()
+        }
+    );
+    step!(
+        accepter,
+        ipb::AccepterRequest {
+            number: n,
+            expected_version: v,
+            motivation: "Projet conforme.".into(),
+            justificatif_upload_id: String::new()
+        }
+    );
     assert!(v > 0);
 
     let d = "Démarche de test";
@@ -258,7 +337,10 @@ async fn every_status_change_emails_the_owner_and_the_invitee_once_and_enters_th
     // Every email went to exactly one recipient, with a Message-ID of the messagerie.
     for m in &mails {
         assert_eq!(m.to.len(), 1, "{:?}", m.to);
-        assert!(m.header("Message-ID").is_some_and(|id| id.ends_with("@mois-sans-tabac.example>")));
+        assert!(
+            m.header("Message-ID")
+                .is_some_and(|id| id.ends_with("@mois-sans-tabac.example>"))
+        );
     }
     // The decision's motivation is in the email.
     let accepte = mails
@@ -272,11 +354,20 @@ async fn every_status_change_emails_the_owner_and_the_invitee_once_and_enters_th
     let t = thread(&stack, OWNER, n).await;
     assert_eq!(automatic_subjects(&t), status_subjects);
     assert!(t.writable);
-    assert_eq!(automatic_subjects(&thread(&stack, INVITEE, n).await), status_subjects);
+    assert_eq!(
+        automatic_subjects(&thread(&stack, INVITEE, n).await),
+        status_subjects
+    );
     // Strangers do not see it.
     let err = messagerie(&stack)
         .await
-        .list_messages(promoteur("inconnu@example.org", pb::ListMessagesRequest { number: n, ..Default::default() }))
+        .list_messages(promoteur(
+            "inconnu@example.org",
+            pb::ListMessagesRequest {
+                number: n,
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -295,7 +386,10 @@ async fn every_status_change_emails_the_owner_and_the_invitee_once_and_enters_th
         .into_inner()
         .deliveries;
     assert_eq!(log.len(), owner_expected.len());
-    assert!(log.iter().all(|d| d.status == pb::DeliveryStatus::Sent as i32 && d.sent_at.is_some()));
+    assert!(
+        log.iter()
+            .all(|d| d.status == pb::DeliveryStatus::Sent as i32 && d.sent_at.is_some())
+    );
     let err = messagerie(&stack)
         .await
         .list_deliveries(promoteur(OWNER, pb::ListDeliveriesRequest::default()))
@@ -322,7 +416,12 @@ async fn publish<E: mst_proto::Event>(stack: &Stack, event: &E, msg_id: &str) {
     .unwrap();
 }
 
-fn status_event(number: i64, owner: &str, title: &str, motivation: &str) -> ev::DossierStatusChanged {
+fn status_event(
+    number: i64,
+    owner: &str,
+    title: &str,
+    motivation: &str,
+) -> ev::DossierStatusChanged {
     ev::DossierStatusChanged {
         metadata: Some(ev::EventMetadata::new(
             "instruction",
@@ -385,7 +484,10 @@ async fn emails_queued_while_smtp_is_down_all_go_out_once_it_is_back() {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let log = client
-            .list_deliveries(admin(pb::ListDeliveriesRequest { page_size: 100, ..Default::default() }))
+            .list_deliveries(admin(pb::ListDeliveriesRequest {
+                page_size: 100,
+                ..Default::default()
+            }))
             .await
             .unwrap()
             .into_inner()
@@ -400,7 +502,10 @@ async fn emails_queued_while_smtp_is_down_all_go_out_once_it_is_back() {
         {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "not retried: {log:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not retried: {log:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(stack.smtp.messages().await.unwrap().is_empty());
@@ -428,10 +533,17 @@ async fn script_and_line_breaks_in_user_content_arrive_escaped_with_intact_heade
     let invited = ev::DossierInvited {
         metadata: Some(ev::EventMetadata::new(
             "forms",
-            ev::Actor { email: "inviteur@example.org".into(), role: ev::Role::Promoteur as i32 },
+            ev::Actor {
+                email: "inviteur@example.org".into(),
+                role: ev::Role::Promoteur as i32,
+            },
         )),
         number: 9201,
-        procedure: Some(ev::ProcedureRef { id: PROCEDURE.into(), title: "Démarche\nSubject: faux".into(), kind: 1 }),
+        procedure: Some(ev::ProcedureRef {
+            id: PROCEDURE.into(),
+            title: "Démarche\nSubject: faux".into(),
+            kind: 1,
+        }),
         invitation_id: "inv-1".into(),
         invitee_email: "invite@example.org".into(),
         message: "<b>Bonjour</b><script>document.cookie</script>".into(),
@@ -444,13 +556,22 @@ async fn script_and_line_breaks_in_user_content_arrive_escaped_with_intact_heade
         assert_eq!(m.to.len(), 1);
         assert!(m.header("Bcc").is_none(), "{}", m.raw);
         assert!(m.header("X-Injected").is_none(), "{}", m.raw);
-        assert_eq!(m.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("Subject")).count(), 1);
+        assert_eq!(
+            m.headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("Subject"))
+                .count(),
+            1
+        );
         assert!(!m.subject.contains('\n') && !m.subject.contains('\r'));
         let html = part(m, "text/html");
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;"), "{html}");
     }
-    let victim = mails.iter().find(|m| m.is_for("victime@example.org")).unwrap();
+    let victim = mails
+        .iter()
+        .find(|m| m.is_for("victime@example.org"))
+        .unwrap();
     assert_eq!(
         victim.subject,
         "Votre dossier n° 9200 a été accepté (Démarche Bcc: pirate@evil.example X-Injected: oui)"
@@ -483,7 +604,9 @@ fn post_stream(
             })),
         });
         for c in bytes.chunks(1024 * 1024) {
-            out.push(pb::PostMessageRequest { payload: Some(Payload::Chunk(c.to_vec())) });
+            out.push(pb::PostMessageRequest {
+                payload: Some(Payload::Chunk(c.to_vec())),
+            });
         }
     }
     out
@@ -492,7 +615,12 @@ fn post_stream(
 async fn download(stack: &Stack, who: &str, id: &str) -> Result<(String, Vec<u8>), tonic::Status> {
     let mut s = messagerie(stack)
         .await
-        .download_attachment(promoteur(who, pb::DownloadAttachmentRequest { attachment_id: id.into() }))
+        .download_attachment(promoteur(
+            who,
+            pb::DownloadAttachmentRequest {
+                attachment_id: id.into(),
+            },
+        ))
         .await?
         .into_inner();
     let mut name = String::new();
@@ -508,10 +636,18 @@ async fn download(stack: &Stack, who: &str, id: &str) -> Result<(String, Vec<u8>
 }
 
 fn count_files(dir: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
-        .map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 })
+        .map(|e| {
+            if e.path().is_dir() {
+                count_files(&e.path())
+            } else {
+                1
+            }
+        })
         .sum()
 }
 
@@ -527,26 +663,46 @@ async fn messages_carry_attachments_and_notify_the_other_side() {
     let mut client = messagerie(&stack).await;
 
     // Two attachments on one message round-trip byte for byte.
-    let pdf: Vec<u8> = b"%PDF-1.4\n".iter().copied().chain((0..3_000_000u32).map(|i| (i % 251) as u8)).collect();
-    let txt = "Budget prévisionnel\n<script>alert(1)</script>\n".repeat(1000).into_bytes();
+    let pdf: Vec<u8> = b"%PDF-1.4\n"
+        .iter()
+        .copied()
+        .chain((0..3_000_000u32).map(|i| (i % 251) as u8))
+        .collect();
+    let txt = "Budget prévisionnel\n<script>alert(1)</script>\n"
+        .repeat(1000)
+        .into_bytes();
     let posted = client
         .post_message(promoteur(
             OWNER,
-            tokio_stream::iter(post_stream(n, "Voici les pièces <script>x</script>", &[("budget.pdf", "application/pdf", pdf.clone()), ("notes.txt", "text/plain", txt.clone())], None)),
+            tokio_stream::iter(post_stream(
+                n,
+                "Voici les pièces <script>x</script>",
+                &[
+                    ("budget.pdf", "application/pdf", pdf.clone()),
+                    ("notes.txt", "text/plain", txt.clone()),
+                ],
+                None,
+            )),
         ))
         .await
         .unwrap()
         .into_inner()
         .entry
         .unwrap();
-    let Some(pb::thread_entry::Content::Message(m)) = &posted.content else { panic!("{posted:?}") };
+    let Some(pb::thread_entry::Content::Message(m)) = &posted.content else {
+        panic!("{posted:?}")
+    };
     assert_eq!(m.attachments.len(), 2);
     assert_eq!(m.body, "Voici les pièces <script>x</script>");
-    let (name, bytes) = download(&stack, INVITEE, &m.attachments[0].id).await.unwrap();
+    let (name, bytes) = download(&stack, INVITEE, &m.attachments[0].id)
+        .await
+        .unwrap();
     assert_eq!((name.as_str(), bytes == pdf), ("budget.pdf", true));
     let (name, bytes) = download(&stack, OWNER, &m.attachments[1].id).await.unwrap();
     assert_eq!((name.as_str(), bytes == txt), ("notes.txt", true));
-    let err = download(&stack, "inconnu@example.org", &m.attachments[0].id).await.unwrap_err();
+    let err = download(&stack, "inconnu@example.org", &m.attachments[0].id)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
     // 21 MB is refused and nothing is stored.
@@ -556,7 +712,15 @@ async fn messages_carry_attachments_and_notify_the_other_side() {
     let big = vec![b'a'; 21 * 1000 * 1000];
     for declared in [None, Some(1000)] {
         let err = client
-            .post_message(promoteur(OWNER, tokio_stream::iter(post_stream(n, "gros", &[("gros.txt", "text/plain", big.clone())], declared))))
+            .post_message(promoteur(
+                OWNER,
+                tokio_stream::iter(post_stream(
+                    n,
+                    "gros",
+                    &[("gros.txt", "text/plain", big.clone())],
+                    declared,
+                )),
+            ))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
@@ -567,19 +731,32 @@ async fn messages_carry_attachments_and_notify_the_other_side() {
     // The follower hears of the promoteur's message at once (default preference: instant).
     stack
         .smtp
-        .wait_for(|m| m.is_for(INSTRUCTEUR) && m.subject.starts_with("Nouveau message"), 1, WAIT)
+        .wait_for(
+            |m| m.is_for(INSTRUCTEUR) && m.subject.starts_with("Nouveau message"),
+            1,
+            WAIT,
+        )
         .await
         .unwrap();
 
     // Two instructeur messages in a row: one coalesced email per promoteur after the delay.
     for body in ["Bien reçu.", "Pouvez-vous préciser le public visé ?"] {
         client
-            .post_message(instructeur(tokio_stream::iter(post_stream(n, body, &[], None))))
+            .post_message(instructeur(tokio_stream::iter(post_stream(
+                n,
+                body,
+                &[],
+                None,
+            ))))
             .await
             .unwrap();
     }
     let subject = format!("Nouveau message pour votre dossier n° {n} (Démarche de test)");
-    stack.smtp.wait_for(|m| m.subject == subject, 2, WAIT).await.unwrap();
+    stack
+        .smtp
+        .wait_for(|m| m.subject == subject, 2, WAIT)
+        .await
+        .unwrap();
     let mails = quiet(&stack).await;
     let news: Vec<&ReceivedMail> = mails.iter().filter(|m| m.subject == subject).collect();
     assert_eq!(news.len(), 2, "one for the owner, one for the invitee");
@@ -588,22 +765,37 @@ async fn messages_carry_attachments_and_notify_the_other_side() {
 
     // Only the author deletes; a tombstone stays and the attachments go.
     let err = client
-        .delete_message(instructeur(pb::DeleteMessageRequest { message_id: posted.id.clone() }))
+        .delete_message(instructeur(pb::DeleteMessageRequest {
+            message_id: posted.id.clone(),
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let tomb = client
-        .delete_message(promoteur(OWNER, pb::DeleteMessageRequest { message_id: posted.id.clone() }))
+        .delete_message(promoteur(
+            OWNER,
+            pb::DeleteMessageRequest {
+                message_id: posted.id.clone(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
         .entry
         .unwrap();
-    assert!(matches!(tomb.content, Some(pb::thread_entry::Content::Tombstone(_))));
-    let err = download(&stack, OWNER, &m.attachments[0].id).await.unwrap_err();
+    assert!(matches!(
+        tomb.content,
+        Some(pb::thread_entry::Content::Tombstone(_))
+    ));
+    let err = download(&stack, OWNER, &m.attachments[0].id)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let t = thread(&stack, OWNER, n).await;
-    assert!(t.entries.iter().any(|e| e.id == posted.id && matches!(e.content, Some(pb::thread_entry::Content::Tombstone(_)))));
+    assert!(
+        t.entries.iter().any(|e| e.id == posted.id
+            && matches!(e.content, Some(pb::thread_entry::Content::Tombstone(_))))
+    );
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }
 
@@ -612,10 +804,20 @@ async fn a_brouillon_has_no_thread() {
     let stack = Stack::start().await.unwrap();
     publish_test_procedure(&stack, PROCEDURE).await;
     let d = create(&stack, OWNER, PROCEDURE).await;
-    stack.smtp.wait_for(|m| m.is_for(OWNER), 1, WAIT).await.unwrap();
+    stack
+        .smtp
+        .wait_for(|m| m.is_for(OWNER), 1, WAIT)
+        .await
+        .unwrap();
     let err = messagerie(&stack)
         .await
-        .list_messages(promoteur(OWNER, pb::ListMessagesRequest { number: d.number, ..Default::default() }))
+        .list_messages(promoteur(
+            OWNER,
+            pb::ListMessagesRequest {
+                number: d.number,
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -637,7 +839,11 @@ async fn the_daily_digest_lists_a_days_events_for_a_follower_in_one_email() {
         .update_notification_preferences(instructeur(pb::UpdateNotificationPreferencesRequest {
             procedure_id: PROCEDURE.into(),
             expected_version: 0,
-            settings: vec![pb::NoticeSetting { kind: pb::NoticeKind::NewMessage as i32, instant: false, daily_digest: true }],
+            settings: vec![pb::NoticeSetting {
+                kind: pb::NoticeKind::NewMessage as i32,
+                instant: false,
+                daily_digest: true,
+            }],
         }))
         .await
         .unwrap()
@@ -656,7 +862,10 @@ async fn the_daily_digest_lists_a_days_events_for_a_follower_in_one_email() {
     assert_eq!(err.code(), Code::Aborted);
     for body in ["Premier message", "Second message"] {
         client
-            .post_message(promoteur(OWNER, tokio_stream::iter(post_stream(n, body, &[], None))))
+            .post_message(promoteur(
+                OWNER,
+                tokio_stream::iter(post_stream(n, body, &[], None)),
+            ))
             .await
             .unwrap();
     }
@@ -675,17 +884,34 @@ async fn the_daily_digest_lists_a_days_events_for_a_follower_in_one_email() {
         if pending == 3 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{pending} pending notices");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{pending} pending notices"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(stack.messagerie.run_digest().await.unwrap(), 1);
     let mails = quiet(&stack).await;
     let mine: Vec<&ReceivedMail> = mails.iter().filter(|m| m.is_for(INSTRUCTEUR)).collect();
     assert_eq!(mine.len(), 1, "no instant email, one digest: {mine:?}");
-    assert!(mine[0].subject.starts_with("Résumé quotidien"), "{}", mine[0].subject);
+    assert!(
+        mine[0].subject.starts_with("Résumé quotidien"),
+        "{}",
+        mine[0].subject
+    );
     let text = part(mine[0], "text/plain");
-    assert_eq!(text.matches(&format!("Nouveau message : dossier n° {n}")).count(), 2, "{text}");
-    assert_eq!(text.matches(&format!("Nouveau dossier déposé : dossier n° {n}")).count(), 1, "{text}");
+    assert_eq!(
+        text.matches(&format!("Nouveau message : dossier n° {n}"))
+            .count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches(&format!("Nouveau dossier déposé : dossier n° {n}"))
+            .count(),
+        1,
+        "{text}"
+    );
     // Nothing is sent twice: a second run has nothing left.
     assert_eq!(stack.messagerie.run_digest().await.unwrap(), 0);
     stack.stop(Duration::from_secs(10)).await.unwrap();

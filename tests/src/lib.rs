@@ -123,7 +123,10 @@ impl Stack {
                 "messagerie" => {
                     // Real SMTP to the sink; short delays so tests stay fast (the digest is
                     // triggered by the tests, not by the clock).
-                    env.set("MST_SMTP_URL", format!("smtp://{}:{}", smtp.host(), smtp.port()));
+                    env.set(
+                        "MST_SMTP_URL",
+                        format!("smtp://{}:{}", smtp.host(), smtp.port()),
+                    );
                     env.set("MST_MESSAGE_NOTIFY_DELAY_MS", "1000");
                     env.set("MST_MAIL_RETRY_BASE_MS", "100");
                     env.set("MST_MAIL_RETRY_MAX_MS", "500");

@@ -66,11 +66,13 @@ impl Handler for Events {
             }
             s if s == ev::DossierArchived::SUBJECT => {
                 let e: ev::DossierArchived = d.decode()?;
-                m.on_archive_flag(txn, e.number, e.status_version, true).await
+                m.on_archive_flag(txn, e.number, e.status_version, true)
+                    .await
             }
             s if s == ev::DossierUnarchived::SUBJECT => {
                 let e: ev::DossierUnarchived = d.decode()?;
-                m.on_archive_flag(txn, e.number, e.status_version, false).await
+                m.on_archive_flag(txn, e.number, e.status_version, false)
+                    .await
             }
             s if s == ev::AvisRequested::SUBJECT => m.on_avis_requested(txn, &d.decode()?).await,
             s if s == ev::AvisGiven::SUBJECT => m.on_avis_given(txn, &d.decode()?).await,

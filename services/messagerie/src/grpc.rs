@@ -11,10 +11,10 @@ use mst_proto::messagerie as pb;
 use pb::messagerie_service_server::MessagerieService;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::app::Messagerie;
 use crate::app::contact::DeliveryFilter;
 use crate::app::notices::Kind;
 use crate::app::thread::{AttachmentMeta, EntryView, MAX_ATTACHMENTS, MAX_BODY_CHARS};
-use crate::app::{AppError, Messagerie};
 use crate::store::mail;
 
 /// The gRPC API.
@@ -200,7 +200,12 @@ impl MessagerieService for Api {
         let after = parse_token(&page_token)?;
         let (entries, writable, more) = self
             .messagerie
-            .list_messages(&who, number, i64::try_from(after).unwrap_or(i64::MAX), page_size(size))
+            .list_messages(
+                &who,
+                number,
+                i64::try_from(after).unwrap_or(i64::MAX),
+                page_size(size),
+            )
             .await?;
         let next_page_token = if more {
             entries
@@ -230,7 +235,11 @@ impl MessagerieService for Api {
             payload: Some(pb::post_message_request::Payload::Metadata(meta)),
         }) = inner.message().await?
         else {
-            return Err(ApiError::invalid("metadata", "Le flux doit commencer par les métadonnées").into());
+            return Err(ApiError::invalid(
+                "metadata",
+                "Le flux doit commencer par les métadonnées",
+            )
+            .into());
         };
         let pb::PostMessageMetadata {
             number,
@@ -274,7 +283,11 @@ impl MessagerieService for Api {
             .into());
         }
         let count = attachment_count as usize;
-        let draft = match self.messagerie.begin_post(&who, number, &request_id).await? {
+        let draft = match self
+            .messagerie
+            .begin_post(&who, number, &request_id)
+            .await?
+        {
             Ok(existing) => {
                 return Ok(Response::new(pb::PostMessageResponse {
                     entry: Some(entry_to_pb(existing, &who.email, true)),
@@ -302,10 +315,10 @@ impl MessagerieService for Api {
                     content_type: h.content_type,
                     size: h.size_bytes,
                 };
-                let chunks: ChunkStream<'_> = Box::pin(futures::stream::unfold(
-                    &mut parts,
-                    |p| async move { p.next_chunk().await.map(|c| (c, p)) },
-                ));
+                let chunks: ChunkStream<'_> =
+                    Box::pin(futures::stream::unfold(&mut parts, |p| async move {
+                        p.next_chunk().await.map(|c| (c, p))
+                    }));
                 let a = self
                     .messagerie
                     .store_attachment(&draft, i, &format!("attachments[{i}]"), &meta, chunks)
@@ -326,7 +339,11 @@ impl MessagerieService for Api {
             self.messagerie.discard(&stored).await;
             return Err(status);
         }
-        let view = match self.messagerie.commit_message(&who, &draft, body, &stored).await {
+        let view = match self
+            .messagerie
+            .commit_message(&who, &draft, body, &stored)
+            .await
+        {
             Ok(view) => view,
             Err(e) => {
                 self.messagerie.discard(&stored).await;
@@ -380,7 +397,9 @@ impl MessagerieService for Api {
                     .collect(),
                 Err(e) => {
                     tracing::error!(error = %e, "reading an attachment");
-                    vec![Err(Status::internal("lecture de la pièce jointe impossible"))]
+                    vec![Err(Status::internal(
+                        "lecture de la pièce jointe impossible",
+                    ))]
                 }
             };
             futures::stream::iter(items)
@@ -427,7 +446,11 @@ impl MessagerieService for Api {
             .messagerie
             .notifications(&who, number, offset, size)
             .await?;
-        let next = if more { (offset + size).to_string() } else { String::new() };
+        let next = if more {
+            (offset + size).to_string()
+        } else {
+            String::new()
+        };
         Ok(Response::new(pb::ListNotificationsResponse {
             notifications: rows
                 .into_iter()
@@ -460,10 +483,7 @@ impl MessagerieService for Api {
         who.require(mst_kit::auth::Role::Instructeur)?;
         let pb::GetNotificationPreferencesRequest { procedure_id } = request.into_inner();
         let procedures = if procedure_id.is_empty() {
-            self.messagerie
-                .preference_procedures(&who.email)
-                .await
-                .map_err(AppError::from)?
+            self.messagerie.preference_procedures(&who.email).await?
         } else {
             vec![procedure_id]
         };
@@ -472,7 +492,9 @@ impl MessagerieService for Api {
             let (settings, version) = self.messagerie.preferences(&who.email, &p).await?;
             preferences.push(prefs_to_pb(p, settings, version));
         }
-        Ok(Response::new(pb::GetNotificationPreferencesResponse { preferences }))
+        Ok(Response::new(pb::GetNotificationPreferencesResponse {
+            preferences,
+        }))
     }
 
     async fn update_notification_preferences(
@@ -488,7 +510,10 @@ impl MessagerieService for Api {
         } = request.into_inner();
         let mut violations = Vec::new();
         if procedure_id.trim().is_empty() {
-            violations.push(mst_kit::error::Violation::new("procedure_id", "Démarche manquante"));
+            violations.push(mst_kit::error::Violation::new(
+                "procedure_id",
+                "Démarche manquante",
+            ));
         }
         let mut changes: Vec<(Kind, bool, bool)> = Vec::new();
         for (i, s) in settings.iter().enumerate() {
@@ -540,24 +565,30 @@ impl MessagerieService for Api {
             source_event_id,
         };
         for (i, s) in statuses.iter().enumerate() {
-            filter.statuses.push(match pb::DeliveryStatus::try_from(*s) {
-                Ok(pb::DeliveryStatus::Queued) => mail::QUEUED,
-                Ok(pb::DeliveryStatus::Sent) => mail::SENT,
-                Ok(pb::DeliveryStatus::Failed) => mail::FAILED,
-                _ => {
-                    return Err(ApiError::invalid(
-                        format!("statuses[{i}]"),
-                        "État d'envoi inconnu",
-                    )
-                    .into());
-                }
-            });
+            filter
+                .statuses
+                .push(match pb::DeliveryStatus::try_from(*s) {
+                    Ok(pb::DeliveryStatus::Queued) => mail::QUEUED,
+                    Ok(pb::DeliveryStatus::Sent) => mail::SENT,
+                    Ok(pb::DeliveryStatus::Failed) => mail::FAILED,
+                    _ => {
+                        return Err(ApiError::invalid(
+                            format!("statuses[{i}]"),
+                            "État d'envoi inconnu",
+                        )
+                        .into());
+                    }
+                });
         }
         let (rows, more) = self
             .messagerie
             .deliveries(&who, &filter, offset, size)
             .await?;
-        let next = if more { (offset + size).to_string() } else { String::new() };
+        let next = if more {
+            (offset + size).to_string()
+        } else {
+            String::new()
+        };
         Ok(Response::new(pb::ListDeliveriesResponse {
             deliveries: rows
                 .into_iter()

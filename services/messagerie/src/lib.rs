@@ -66,7 +66,8 @@ impl Settings {
                 }
             }
             _ => smtp::Transport::Folder(
-                env.or("MST_MAIL_DIR", "data/messagerie-mail".to_owned()).into(),
+                env.or("MST_MAIL_DIR", "data/messagerie-mail".to_owned())
+                    .into(),
             ),
         };
         let from_raw = env.or("MST_MAIL_FROM", DEFAULT_FROM.to_owned());
@@ -77,9 +78,8 @@ impl Settings {
                 DEFAULT_FROM.parse().expect("the default sender parses")
             }
         };
-        let millis = |env: &mut Env, var: &str, default: u64| {
-            Duration::from_millis(env.or(var, default))
-        };
+        let millis =
+            |env: &mut Env, var: &str, default: u64| Duration::from_millis(env.or(var, default));
         let timing = app::Timing {
             message_delay: millis(env, "MST_MESSAGE_NOTIFY_DELAY_MS", 5 * 60 * 1000),
             retry_base: millis(env, "MST_MAIL_RETRY_BASE_MS", 2000),
@@ -136,10 +136,11 @@ impl App {
             &settings.attachments_dir,
             settings.max_file_bytes,
         )?;
-        let instruction = tonic::transport::Endpoint::from_shared(settings.instruction_url.clone())?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .connect_lazy();
+        let instruction =
+            tonic::transport::Endpoint::from_shared(settings.instruction_url.clone())?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(10))
+                .connect_lazy();
         let instruction =
             mst_proto::instruction::instruction_internal_service_client::InstructionInternalServiceClient::with_interceptor(
                 instruction,

@@ -250,9 +250,8 @@ impl Mailer {
         let transient = |what: &str, e: &dyn std::fmt::Display| {
             SendError::Transient(format!("{what} {}:{}: {e}", s.host, s.port))
         };
-        let tls = || {
-            TlsParameters::new(s.host.clone()).map_err(|e| SendError::Permanent(e.to_string()))
-        };
+        let tls =
+            || TlsParameters::new(s.host.clone()).map_err(|e| SendError::Permanent(e.to_string()));
         let mut conn = match s.security {
             Security::Tls => tokio::time::timeout(
                 s.timeout,
@@ -295,8 +294,7 @@ impl Mailer {
             }
         };
         if let Some((user, password)) = &s.credentials {
-            let credentials =
-                Credentials::new(user.clone(), password.expose_secret().to_owned());
+            let credentials = Credentials::new(user.clone(), password.expose_secret().to_owned());
             conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
                 .await
                 .map_err(|e| {
@@ -318,7 +316,13 @@ async fn write_to_folder(dir: &std::path::Path, id: &str, bytes: &[u8]) -> Resul
     tokio::fs::create_dir_all(&new).await.map_err(io)?;
     let name: String = id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let staged = tmp.join(format!("{name}.eml"));
     tokio::fs::write(&staged, bytes).await.map_err(io)?;
@@ -334,13 +338,21 @@ mod tests {
     #[test]
     fn smtp_urls_give_security_port_and_credentials() {
         let s = SmtpSettings::parse("smtp://127.0.0.1:2525", 4).unwrap();
-        assert_eq!((s.host.as_str(), s.port, s.security), ("127.0.0.1", 2525, Security::None));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.security),
+            ("127.0.0.1", 2525, Security::None)
+        );
         assert!(s.credentials.is_none());
         let s = SmtpSettings::parse("smtp+starttls://u%40x:p%3Ass@relay.example", 4).unwrap();
         assert_eq!((s.port, s.security), (587, Security::StartTls));
         let (user, password) = s.credentials.unwrap();
         assert_eq!((user.as_str(), password.expose_secret()), ("u@x", "p:ss"));
-        assert_eq!(SmtpSettings::parse("smtps://relay.example", 1).unwrap().port, 465);
+        assert_eq!(
+            SmtpSettings::parse("smtps://relay.example", 1)
+                .unwrap()
+                .port,
+            465
+        );
         assert!(SmtpSettings::parse("http://relay.example", 1).is_err());
         assert!(SmtpSettings::parse("nonsense", 1).is_err());
     }
@@ -357,13 +369,24 @@ mod tests {
                 html: "<p>corps</p>".into(),
             },
         };
-        let from: Mailbox = "Mois sans tabac <ne-pas-repondre@mst.example>".parse().unwrap();
+        let from: Mailbox = "Mois sans tabac <ne-pas-repondre@mst.example>"
+            .parse()
+            .unwrap();
         let (envelope, bytes) = compose(&from, &mail).unwrap();
         let raw = String::from_utf8(bytes).unwrap();
         let head = raw.split("\r\n\r\n").next().unwrap();
         assert!(!head.lines().any(|l| l.starts_with("Bcc")), "{head}");
         assert_eq!(envelope.to().len(), 1);
         assert!(head.contains("Message-ID: <abc@mst-dossiers>"), "{head}");
-        assert!(compose(&from, &Outgoing { to: "x\r\n@y".into(), ..mail }).is_err());
+        assert!(
+            compose(
+                &from,
+                &Outgoing {
+                    to: "x\r\n@y".into(),
+                    ..mail
+                }
+            )
+            .is_err()
+        );
     }
 }

@@ -139,7 +139,10 @@ impl Catalogue {
             .get_template(&format!("{name}.subject"))?
             .render(&ctx)?;
         let subject = single_line(&subject);
-        let body = self.env.get_template(&format!("{name}.txt"))?.render(&ctx)?;
+        let body = self
+            .env
+            .get_template(&format!("{name}.txt"))?
+            .render(&ctx)?;
         let html_ctx = minijinja::context! { subject => subject.clone(), ..ctx };
         let html = self
             .env
@@ -258,7 +261,10 @@ mod tests {
             s("dossier_reexamine"),
             "Votre dossier n° 42 est en train d'être réexaminé (Mois sans tabac 2024 – Projet)"
         );
-        assert_eq!(s("dossier_a_corriger"), "Vous devez corriger votre dossier n° 42");
+        assert_eq!(
+            s("dossier_a_corriger"),
+            "Vous devez corriger votre dossier n° 42"
+        );
         assert_eq!(
             s("nouveau_message"),
             "Nouveau message pour votre dossier n° 42 (Mois sans tabac 2024 – Projet)"
@@ -274,7 +280,11 @@ mod tests {
     fn user_content_is_escaped_in_html_and_kept_in_text() {
         let c = Catalogue::new();
         let r = c.render("dossier_accepte", ctx()).unwrap();
-        assert!(r.html.contains("Projet &lt;b&gt;conforme&lt;&#x2f;b&gt;."), "{}", r.html);
+        assert!(
+            r.html.contains("Projet &lt;b&gt;conforme&lt;&#x2f;b&gt;."),
+            "{}",
+            r.html
+        );
         assert!(!r.html.contains("<b>conforme"));
         assert!(r.text.contains("Projet <b>conforme</b>."));
         assert!(r.text.contains("« decision.pdf »"));

@@ -175,6 +175,8 @@ impl InstructionInternalService for InternalApi {
             .into_iter()
             .map(|(email, following)| pb::DossierInstructeur { email, following })
             .collect();
-        Ok(Response::new(pb::ListDossierInstructeursResponse { instructeurs }))
+        Ok(Response::new(pb::ListDossierInstructeursResponse {
+            instructeurs,
+        }))
     }
 }

@@ -41,7 +41,10 @@ impl Messagerie {
         who.require(Role::Instructeur)?;
         let mut violations = Vec::new();
         if procedure_id.trim().is_empty() {
-            violations.push(mst_kit::error::Violation::new("procedure_id", "Démarche manquante"));
+            violations.push(mst_kit::error::Violation::new(
+                "procedure_id",
+                "Démarche manquante",
+            ));
         }
         if subject.trim().is_empty() {
             violations.push(mst_kit::error::Violation::new("subject", "Objet manquant"));

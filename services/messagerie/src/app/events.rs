@@ -18,8 +18,14 @@ fn event_id(m: Option<&ev::EventMetadata>) -> String {
 }
 
 fn procedure_title(p: Option<&ev::ProcedureRef>) -> String {
-    p.map(|p| if p.title.is_empty() { p.id.clone() } else { p.title.clone() })
-        .unwrap_or_default()
+    p.map(|p| {
+        if p.title.is_empty() {
+            p.id.clone()
+        } else {
+            p.title.clone()
+        }
+    })
+    .unwrap_or_default()
 }
 
 /// The promoteur email of a transition, by template name.
@@ -48,11 +54,7 @@ fn correction_reason(r: ev::CorrectionReason) -> &'static str {
 }
 
 impl Messagerie {
-    pub(crate) fn render(
-        &self,
-        name: &str,
-        ctx: minijinja::Value,
-    ) -> Result<Rendered, AppError> {
+    pub(crate) fn render(&self, name: &str, ctx: minijinja::Value) -> Result<Rendered, AppError> {
         Ok(self.inner.catalogue.render(name, ctx)?)
     }
 
@@ -156,7 +158,10 @@ impl Messagerie {
             .unwrap_or_default();
         let (mut row, existed) = match self.projection(txn, e.number).await? {
             Some(row) => (row, true),
-            None => (Self::blank_projection(e.number, e.procedure.as_ref(), &inviter), false),
+            None => (
+                Self::blank_projection(e.number, e.procedure.as_ref(), &inviter),
+                false,
+            ),
         };
         let mut invitees = row.invitee_list();
         if !invitees.contains(&invitee) {
@@ -279,15 +284,24 @@ impl Messagerie {
         )?;
         let source = event_id(e.metadata.as_ref());
         let recipients = distinct_recipients(
-            std::iter::once(e.owner_email.as_str()).chain(e.invitee_emails.iter().map(String::as_str)),
+            std::iter::once(e.owner_email.as_str())
+                .chain(e.invitee_emails.iter().map(String::as_str)),
         );
         self.queue_for_each(txn, &source, &recipients, &rendered, e.number)
             .await?;
         self.append_automatic_email(txn, e.number, &source, &rendered, at)
             .await?;
         if transition == ev::DossierTransition::Deposer {
-            self.notice_instructeurs(txn, e.number, e.procedure.as_ref(), &source, super::notices::Kind::NewDossier, None, at)
-                .await?;
+            self.notice_instructeurs(
+                txn,
+                e.number,
+                e.procedure.as_ref(),
+                &source,
+                super::notices::Kind::NewDossier,
+                None,
+                at,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -370,7 +384,11 @@ impl Messagerie {
     ) -> Result<(), AppError> {
         let at = occurred_at(e.metadata.as_ref());
         let source = event_id(e.metadata.as_ref());
-        let author = e.metadata.as_ref().and_then(|m| m.actor.clone()).unwrap_or_default();
+        let author = e
+            .metadata
+            .as_ref()
+            .and_then(|m| m.actor.clone())
+            .unwrap_or_default();
         let role = ev::Role::try_from(author.role).unwrap_or_default();
         if role == ev::Role::Promoteur {
             return self

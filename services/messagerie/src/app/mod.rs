@@ -76,7 +76,8 @@ impl From<AppError> for tonic::Status {
 }
 
 /// Client of instruction's internal API, with this service's token.
-pub type InstructionClient = InstructionInternalServiceClient<InterceptedService<Channel, ServiceToken>>;
+pub type InstructionClient =
+    InstructionInternalServiceClient<InterceptedService<Channel, ServiceToken>>;
 
 struct Inner {
     db: DatabaseConnection,
@@ -169,8 +170,16 @@ pub fn paris_offset(at: DateTime<Utc>) -> chrono::FixedOffset {
         d
     }
     let year = at.year();
-    let start = Utc.from_utc_datetime(&last_sunday(year, 3).and_hms_opt(1, 0, 0).unwrap_or_default());
-    let end = Utc.from_utc_datetime(&last_sunday(year, 10).and_hms_opt(1, 0, 0).unwrap_or_default());
+    let start = Utc.from_utc_datetime(
+        &last_sunday(year, 3)
+            .and_hms_opt(1, 0, 0)
+            .unwrap_or_default(),
+    );
+    let end = Utc.from_utc_datetime(
+        &last_sunday(year, 10)
+            .and_hms_opt(1, 0, 0)
+            .unwrap_or_default(),
+    );
     let hours = if at >= start && at < end { 2 } else { 1 };
     chrono::FixedOffset::east_opt(hours * 3600).unwrap_or_else(|| chrono::Offset::fix(&Utc))
 }
@@ -207,7 +216,10 @@ mod tests {
         assert_eq!(paris_offset(after).local_minus_utc(), 7200);
         let back = Utc.with_ymd_and_hms(2026, 10, 25, 1, 0, 0).unwrap();
         assert_eq!(paris_offset(back).local_minus_utc(), 3600);
-        assert_eq!(french_date(Utc.with_ymd_and_hms(2026, 12, 31, 23, 30, 0).unwrap()), "01/01/2027");
+        assert_eq!(
+            french_date(Utc.with_ymd_and_hms(2026, 12, 31, 23, 30, 0).unwrap()),
+            "01/01/2027"
+        );
     }
 
     #[test]

@@ -100,9 +100,13 @@ impl Kind {
     fn sentence(self) -> &'static str {
         match self {
             Kind::NewDossier => "Un nouveau dossier a été déposé dans votre groupe instructeur.",
-            Kind::NewMessage => "Un nouveau message a été posté dans la messagerie d'un dossier que vous suivez.",
+            Kind::NewMessage => {
+                "Un nouveau message a été posté dans la messagerie d'un dossier que vous suivez."
+            }
             Kind::NewAvis => "Un expert a donné l'avis que vous aviez demandé.",
-            Kind::DossierModified => "L'usager a modifié un dossier en construction que vous suivez.",
+            Kind::DossierModified => {
+                "L'usager a modifié un dossier en construction que vous suivez."
+            }
         }
     }
 }
@@ -203,7 +207,13 @@ impl Messagerie {
         };
         let procedure_id = procedure.map(|p| p.id.clone()).unwrap_or_default();
         let title = procedure
-            .map(|p| if p.title.is_empty() { p.id.clone() } else { p.title.clone() })
+            .map(|p| {
+                if p.title.is_empty() {
+                    p.id.clone()
+                } else {
+                    p.title.clone()
+                }
+            })
             .unwrap_or_default();
         for r in recipients {
             let (instant, digest) = self.setting(txn, &r, &procedure_id, kind).await?;
@@ -230,8 +240,19 @@ impl Messagerie {
                 .await?;
             }
             if digest {
-                self.insert_notice(txn, notice::DIGEST, &r, kind.as_str(), number, &procedure_id, &title, source, at, at)
-                    .await?;
+                self.insert_notice(
+                    txn,
+                    notice::DIGEST,
+                    &r,
+                    kind.as_str(),
+                    number,
+                    &procedure_id,
+                    &title,
+                    source,
+                    at,
+                    at,
+                )
+                .await?;
             }
         }
         Ok(())
@@ -352,7 +373,10 @@ impl Messagerie {
                         recipient: &recipient,
                         rendered: &rendered,
                         number: Some(number),
-                        source_event_ids: pending.iter().map(|n| n.source_event_id.clone()).collect(),
+                        source_event_ids: pending
+                            .iter()
+                            .map(|n| n.source_event_id.clone())
+                            .collect(),
                     },
                 )
                 .await?;
@@ -554,7 +578,9 @@ impl Messagerie {
         if row.is_some() {
             preference::Entity::update(am).exec(&txn).await?;
         } else {
-            preference::Entity::insert(am).exec_without_returning(&txn).await?;
+            preference::Entity::insert(am)
+                .exec_without_returning(&txn)
+                .await?;
         }
         txn.commit().await?;
         Ok((settings, version))

@@ -171,11 +171,8 @@ impl Messagerie {
                     .filter(mail::Column::Id.eq(row.id.as_str()))
                     .exec(&txn)
                     .await?;
-                let sources: Vec<String> = row
-                    .source_event_ids
-                    .lines()
-                    .map(str::to_owned)
-                    .collect();
+                let sources: Vec<String> =
+                    row.source_event_ids.lines().map(str::to_owned).collect();
                 let mut metadata = ev::EventMetadata::new(
                     PRODUCER,
                     ev::Actor {
@@ -205,9 +202,11 @@ impl Messagerie {
             Err(e) => {
                 let (status, next, reason) = match &e {
                     SendError::Permanent(reason) => (mail::FAILED, now, reason.clone()),
-                    SendError::Transient(reason) if attempts >= self.timing().max_attempts => {
-                        (mail::FAILED, now, format!("{reason} (abandon après {attempts} tentatives)"))
-                    }
+                    SendError::Transient(reason) if attempts >= self.timing().max_attempts => (
+                        mail::FAILED,
+                        now,
+                        format!("{reason} (abandon après {attempts} tentatives)"),
+                    ),
                     SendError::Transient(reason) => {
                         (mail::QUEUED, now + self.backoff(attempts), reason.clone())
                     }

@@ -104,7 +104,11 @@ fn not_found(number: i64) -> AppError {
 
 impl Messagerie {
     /// Next position in `number`'s thread.
-    async fn next_sequence<C: ConnectionTrait>(&self, db: &C, number: i64) -> Result<i64, AppError> {
+    async fn next_sequence<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        number: i64,
+    ) -> Result<i64, AppError> {
         let last: Option<i64> = entry::Entity::find()
             .select_only()
             .column_as(entry::Column::Sequence.max(), "max")
@@ -155,7 +159,11 @@ impl Messagerie {
 
     /// Who `who` is to dossier `number`'s thread: NOT_FOUND when he may not read the dossier,
     /// FAILED_PRECONDITION `NO_THREAD` for a brouillon.
-    pub async fn thread_access(&self, who: &Principal, number: i64) -> Result<ThreadAccess, AppError> {
+    pub async fn thread_access(
+        &self,
+        who: &Principal,
+        number: i64,
+    ) -> Result<ThreadAccess, AppError> {
         let role = if who.has(Role::Instructeur) {
             ev::Role::Instructeur
         } else {
@@ -238,7 +246,10 @@ impl Messagerie {
                 } else {
                     all.iter().filter(|a| a.entry_id == e.id).cloned().collect()
                 };
-                EntryView { entry: e, attachments }
+                EntryView {
+                    entry: e,
+                    attachments,
+                }
             })
             .collect())
     }
@@ -262,7 +273,11 @@ impl Messagerie {
             .await?;
         let more = rows.len() as u64 > page_size;
         rows.truncate(page_size as usize);
-        Ok((self.with_attachments(self.db(), rows).await?, !access.archived, more))
+        Ok((
+            self.with_attachments(self.db(), rows).await?,
+            !access.archived,
+            more,
+        ))
     }
 
     /// Starts posting a message: checks access and that the thread is writable. Returns the
@@ -332,7 +347,9 @@ impl Messagerie {
         }
         let content_type = meta.content_type.trim().to_ascii_lowercase();
         if !ACCEPTED_TYPES.contains(&content_type.as_str()) {
-            return Err(invalid(format!("Type de fichier non accepté : {content_type}")));
+            return Err(invalid(format!(
+                "Type de fichier non accepté : {content_type}"
+            )));
         }
         let id = uuid::Uuid::now_v7().to_string();
         let key = format!("messages/{}/{id}", draft.entry_id);
@@ -421,7 +438,9 @@ impl Messagerie {
             }
             for a in stored {
                 let am: attachment::ActiveModel = a.clone().into();
-                attachment::Entity::insert(am).exec_without_returning(&txn).await?;
+                attachment::Entity::insert(am)
+                    .exec_without_returning(&txn)
+                    .await?;
             }
             mst_bus::enqueue_event(
                 &txn,
@@ -451,7 +470,11 @@ impl Messagerie {
     }
 
     /// Deletes the caller's own message: a tombstone stays, its attachments are removed.
-    pub async fn delete_message(&self, who: &Principal, message_id: &str) -> Result<EntryView, AppError> {
+    pub async fn delete_message(
+        &self,
+        who: &Principal,
+        message_id: &str,
+    ) -> Result<EntryView, AppError> {
         let missing = || -> AppError {
             ApiError::NotFound {
                 resource: "message",
