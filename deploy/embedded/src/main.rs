@@ -102,6 +102,16 @@ fn service_env(
             env.set("MST_BUILTIN_CLOSING_AT", "none");
         }
     }
+    if service == "messagerie"
+        && base.raw("MST_SMTP_URL").is_none()
+        && base.raw("MST_MAIL_DIR").is_none()
+    {
+        // No SMTP relay configured: every email is written to a local Maildir-like folder.
+        env.set(
+            "MST_MAIL_DIR",
+            data.join("mail").to_string_lossy().into_owned(),
+        );
+    }
     env
 }
 
@@ -169,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
     let mut env = env_of("messagerie", mst_messagerie::DEFAULT_ADDR)?;
     let messagerie = mst_messagerie::Settings::from_env(&mut env);
     env.finish()?;
+    let messagerie_transport = messagerie.transport.clone();
     let mut env = env_of("oscars", mst_oscars::DEFAULT_ADDR)?;
     let oscars = mst_oscars::Settings::from_env(&mut env);
     env.finish()?;
@@ -189,6 +200,17 @@ async fn main() -> anyhow::Result<()> {
         "  data         {} (SQLite files, NATS store, logs)",
         data.display()
     );
+    match &messagerie_transport {
+        mst_messagerie::smtp::Transport::Smtp(s) => {
+            println!("  mail         smtp {}:{} (MST_SMTP_URL)", s.host, s.port)
+        }
+        mst_messagerie::smtp::Transport::Folder(dir) => {
+            println!(
+                "  mail         {} (one .eml file per email; set MST_SMTP_URL to send)",
+                dir.join("new").display()
+            )
+        }
+    }
     println!("  procedures   mst-2024-projet, mst-2024-action (published, open)");
     println!("  token        target/release/mstctl token --email you@example.org --role promoteur");
     println!();
