@@ -463,6 +463,26 @@ async fn the_same_event_delivered_three_times_sends_one_email() {
         .wait_for(|m| m.is_for("marker@example.org"), 1, WAIT)
         .await
         .unwrap();
+    // All four deliveries were handled (none failing and waiting for a retry or a dead letter).
+    use mst_bus::consumer::processed;
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _};
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let handled = processed::Entity::find()
+            .filter(processed::Column::Consumer.eq("messagerie"))
+            .filter(processed::Column::EventId.is_in(["first", "second", "third", id.as_str()]))
+            .count(stack.messagerie.db())
+            .await
+            .unwrap();
+        if handled == 4 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{handled} of 4 handled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mails = quiet(&stack).await;
     assert_eq!(subjects_for(&mails, "triple@example.org").len(), 1);
     assert_eq!(mails.len(), 2);
@@ -914,5 +934,75 @@ async fn the_daily_digest_lists_a_days_events_for_a_follower_in_one_email() {
     );
     // Nothing is sent twice: a second run has nothing left.
     assert_eq!(stack.messagerie.run_digest().await.unwrap(), 0);
+    stack.stop(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test]
+async fn contacting_brouillon_owners_notifies_and_emails_each_owner() {
+    let stack = Stack::start().await.unwrap();
+    publish_test_procedure(&stack, PROCEDURE).await;
+    let other = "paul.durand@asso-air.example";
+    let a = create(&stack, OWNER, PROCEDURE).await;
+    let b = create(&stack, OWNER, PROCEDURE).await;
+    let c = create(&stack, other, PROCEDURE).await;
+    // The messagerie knows the three brouillons once their "brouillon" emails are out.
+    stack.smtp.wait_for(|_| true, 3, WAIT).await.unwrap();
+    let mut client = messagerie(&stack).await;
+    let request = pb::ContactBrouillonOwnersRequest {
+        procedure_id: PROCEDURE.into(),
+        subject: "Clôture\r\nBcc: x@evil.example".into(),
+        body: "La démarche ferme vendredi <b>à midi</b>.".into(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let err = client
+        .contact_brouillon_owners(instructeur(request.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "a subject on two lines");
+    let request = pb::ContactBrouillonOwnersRequest {
+        subject: "Clôture de la démarche".into(),
+        ..request
+    };
+    let err = client
+        .contact_brouillon_owners(promoteur(OWNER, request.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    for _ in 0..2 {
+        // The retry (same request id) changes nothing.
+        let answer = client
+            .contact_brouillon_owners(instructeur(request.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((answer.brouillon_count, answer.recipient_count), (3, 2));
+    }
+    let mails = quiet(&stack).await;
+    let contact: Vec<&ReceivedMail> = mails
+        .iter()
+        .filter(|m| m.subject.starts_with("Clôture de la démarche"))
+        .collect();
+    assert_eq!(contact.len(), 3);
+    assert_eq!(contact.iter().filter(|m| m.is_for(OWNER)).count(), 2);
+    assert_eq!(contact.iter().filter(|m| m.is_for(other)).count(), 1);
+    assert!(part(contact[0], "text/html").contains("&lt;b&gt;à midi&lt;&#x2f;b&gt;"));
+    let notes = client
+        .list_notifications(promoteur(OWNER, pb::ListNotificationsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications;
+    let mut numbers: Vec<i64> = notes.iter().map(|n| n.number).collect();
+    numbers.sort();
+    assert_eq!(numbers, vec![a.number, b.number]);
+    assert!(notes.iter().all(|n| n.subject == "Clôture de la démarche"));
+    let theirs = client
+        .list_notifications(promoteur(other, pb::ListNotificationsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications;
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].number, c.number);
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }

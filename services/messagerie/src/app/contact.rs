@@ -104,7 +104,7 @@ impl Messagerie {
                 request_key: Set(format!("{request_id}:{}", d.number)),
                 created_at: Set(Utc::now()),
             })
-            .on_conflict_do_nothing()
+            .on_conflict_do_nothing_on([notification::Column::RequestKey])
             .exec_without_returning(&txn)
             .await?;
             self.enqueue_mail(

@@ -286,7 +286,7 @@ impl Messagerie {
             due_at: Set(due),
             mail_id: Set(None),
         })
-        .on_conflict_do_nothing()
+        .on_conflict_do_nothing_on([notice::Column::DedupKey])
         .exec_without_returning(txn)
         .await?;
         Ok(())

@@ -75,7 +75,7 @@ impl Messagerie {
             sent_at: Set(None),
             next_attempt_at: Set(now),
         })
-        .on_conflict_do_nothing()
+        .on_conflict_do_nothing_on([mail::Column::DedupKey])
         .exec_without_returning(txn)
         .await?;
         Ok(matches!(inserted, sea_orm::TryInsertResult::Inserted(n) if n > 0).then_some(id))
