@@ -396,7 +396,74 @@ async fn every_status_change_emails_the_owner_and_the_invitee_once_and_enters_th
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Every email sent is announced once on the event feed, with its own Message-ID.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let announced = loop {
+        let announced = mail_sent_events(&stack).await;
+        if announced.len() >= expected_total || tokio::time::Instant::now() >= deadline {
+            break announced;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(announced.len(), expected_total);
+    let mut ids: Vec<&str> = announced.iter().map(|e| e.message_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), expected_total);
+
+    // Archived, the thread is read-only.
+    client
+        .archive_dossier(instructeur(ipb::ArchiveDossierRequest {
+            number: n,
+            expected_version: v,
+        }))
+        .await
+        .unwrap();
+    assert!(!thread(&stack, OWNER, n).await.writable);
+    let err = messagerie(&stack)
+        .await
+        .post_message(promoteur(
+            OWNER,
+            tokio_stream::iter(post_stream(n, "Encore une question", &[], None)),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     stack.stop(Duration::from_secs(10)).await.unwrap();
+}
+
+/// Every `MailSent` on the stack's stream so far.
+async fn mail_sent_events(stack: &Stack) -> Vec<ev::MailSent> {
+    use async_nats::jetstream::consumer::pull;
+    use prost::Message as _;
+    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    let consumer = js
+        .get_stream(stack.prefix.to_uppercase())
+        .await
+        .unwrap()
+        .create_consumer(pull::Config {
+            filter_subject: format!(
+                "{}.{}",
+                stack.prefix,
+                <ev::MailSent as mst_proto::Event>::SUBJECT
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut messages = consumer
+        .fetch()
+        .max_messages(1000)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .unwrap();
+    while let Some(m) = messages.next().await {
+        out.push(ev::MailSent::decode(m.unwrap().payload.as_ref()).unwrap());
+    }
+    out
 }
 
 /// Publishes `event` on the stack's stream under the message id `msg_id`.

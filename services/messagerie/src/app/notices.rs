@@ -2,7 +2,7 @@
 //! notices per their preferences per procedure (instant email and/or daily digest at 9:00
 //! Europe/Paris on weekdays); the preferences themselves.
 
-use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
+use chrono::{DateTime, Datelike as _, NaiveDate, Timelike as _, Utc};
 use minijinja::context;
 use mst_kit::error::ApiError;
 use mst_proto::events as ev;
@@ -109,6 +109,22 @@ impl Kind {
             }
         }
     }
+}
+
+/// Whether the daily digest is due at `now`: a weekday, 9:00 or later in Europe/Paris, and not
+/// yet sent on that (Paris) day.
+pub fn digest_due(now: DateTime<Utc>, last_sent_on: Option<NaiveDate>) -> bool {
+    let local = paris(now);
+    local.weekday().num_days_from_monday() < 5
+        && local.hour() >= 9
+        && last_sent_on != Some(local.date_naive())
+}
+
+/// The day whose digest counts as sent when the scheduler starts at `now`: today once 9:00 has
+/// passed (a restart in the afternoon does not send a second digest), else none.
+pub fn digest_day_at_start(now: DateTime<Utc>) -> Option<NaiveDate> {
+    let local = paris(now);
+    (local.hour() >= 9).then(|| local.date_naive())
 }
 
 /// One instructeur's settings for one procedure: (kind, instant, digest) for every kind.
@@ -474,12 +490,8 @@ impl Messagerie {
     /// Flushes due message notices every poll and runs the digest at 9:00 Europe/Paris on
     /// weekdays, until `shutdown`.
     pub async fn run_scheduler(self, shutdown: CancellationToken) {
-        let digest_done_on = |now: DateTime<Utc>| {
-            let local = paris(now);
-            (local.hour() >= 9).then(|| local.date_naive())
-        };
         // Started after 9:00: today's digest time has passed; the next one is tomorrow's.
-        let mut last_digest = digest_done_on(Utc::now());
+        let mut last_digest = digest_day_at_start(Utc::now());
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -488,18 +500,14 @@ impl Messagerie {
             if let Err(error) = self.flush_message_notices().await {
                 tracing::warn!(%error, "cannot flush message notices");
             }
-            if self.timing().digest_scheduler {
-                let now = Utc::now();
-                let local = paris(now);
-                let weekday = local.weekday().num_days_from_monday() < 5;
-                if weekday && local.hour() >= 9 && last_digest != Some(local.date_naive()) {
-                    match self.run_digest().await {
-                        Ok(n) => {
-                            tracing::info!(digests = n, "daily digest sent");
-                            last_digest = Some(local.date_naive());
-                        }
-                        Err(error) => tracing::warn!(%error, "daily digest failed; will retry"),
+            let now = Utc::now();
+            if self.timing().digest_scheduler && digest_due(now, last_digest) {
+                match self.run_digest().await {
+                    Ok(n) => {
+                        tracing::info!(digests = n, "daily digest sent");
+                        last_digest = Some(paris(now).date_naive());
                     }
+                    Err(error) => tracing::warn!(%error, "daily digest failed; will retry"),
                 }
             }
         }
@@ -590,6 +598,29 @@ impl Messagerie {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_digest_is_due_at_nine_paris_time_on_weekdays_once_a_day() {
+        use chrono::TimeZone as _;
+        // Friday 27 November 2026, winter time (UTC+1): 9:00 Paris = 8:00 UTC.
+        let before = Utc.with_ymd_and_hms(2026, 11, 27, 7, 59, 0).unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 27, 8, 0, 0).unwrap();
+        assert!(!digest_due(before, None));
+        assert!(digest_due(at, None));
+        let friday = NaiveDate::from_ymd_opt(2026, 11, 27);
+        assert!(!digest_due(at, friday), "once a day");
+        assert!(digest_due(at, NaiveDate::from_ymd_opt(2026, 11, 26)));
+        // Saturday and Sunday: never.
+        let saturday = Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap();
+        assert!(!digest_due(saturday, friday));
+        // Summer time (UTC+2): 9:00 Paris = 7:00 UTC.
+        let summer = Utc.with_ymd_and_hms(2026, 6, 15, 7, 0, 0).unwrap();
+        assert!(digest_due(summer, None));
+        assert!(!digest_due(summer - chrono::Duration::minutes(1), None));
+        // A start in the afternoon does not send today's digest again; a start at dawn does.
+        assert_eq!(digest_day_at_start(at), friday);
+        assert_eq!(digest_day_at_start(before), None);
+    }
 
     #[test]
     fn settings_round_trip_and_default() {

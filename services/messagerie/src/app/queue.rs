@@ -227,8 +227,29 @@ impl Messagerie {
     /// Delay before attempt `attempts + 1`: base × 2^(attempts − 1), at most the maximum.
     pub fn backoff(&self, attempts: i32) -> chrono::Duration {
         let t = self.timing();
-        let factor = 2u32.saturating_pow(u32::try_from(attempts.saturating_sub(1)).unwrap_or(0));
-        let delay = t.retry_base.saturating_mul(factor).min(t.retry_max);
-        chrono::Duration::from_std(delay).unwrap_or_default()
+        chrono::Duration::from_std(backoff_delay(t.retry_base, t.retry_max, attempts))
+            .unwrap_or_default()
+    }
+}
+
+/// `base × 2^(attempts − 1)`, at most `max`.
+pub fn backoff_delay(base: Duration, max: Duration, attempts: i32) -> Duration {
+    let factor = 2u32.saturating_pow(u32::try_from(attempts.saturating_sub(1)).unwrap_or(0));
+    base.saturating_mul(factor).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_maximum() {
+        let (base, max) = (
+            std::time::Duration::from_secs(2),
+            std::time::Duration::from_secs(60),
+        );
+        let delays: Vec<u64> = (1..=8)
+            .map(|a| super::backoff_delay(base, max, a).as_secs())
+            .collect();
+        assert_eq!(delays, vec![2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(super::backoff_delay(base, max, i32::MAX).as_secs(), 60);
     }
 }
