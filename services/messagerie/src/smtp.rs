@@ -335,6 +335,38 @@ async fn write_to_folder(dir: &std::path::Path, id: &str, bytes: &[u8]) -> Resul
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn without_smtp_each_email_lands_once_in_the_local_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let mailer = Mailer::new(
+            Transport::Folder(dir.path().to_path_buf()),
+            "Mois sans tabac <ne-pas-repondre@mst.example>"
+                .parse()
+                .unwrap(),
+        );
+        let mail = Outgoing {
+            to: "marie@example.org".into(),
+            message_id: "0123abcd@mst.example".into(),
+            rendered: Rendered {
+                template: "t".into(),
+                subject: "Votre dossier n° 1 a bien été déposé (Démarche)".into(),
+                text: "corps".into(),
+                html: "<p>corps</p>".into(),
+            },
+        };
+        // Sent twice (a retry after a crash): still one file, named by the Message-ID.
+        mailer.send(&mail).await.unwrap();
+        mailer.send(&mail).await.unwrap();
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("new"))
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(files.len(), 1);
+        let raw = std::fs::read_to_string(files[0].path()).unwrap();
+        assert!(raw.contains("Message-ID: <0123abcd@mst.example>"), "{raw}");
+        assert!(raw.contains("To: marie@example.org"), "{raw}");
+    }
+
     #[test]
     fn smtp_urls_give_security_port_and_credentials() {
         let s = SmtpSettings::parse("smtp://127.0.0.1:2525", 4).unwrap();
