@@ -433,14 +433,29 @@ impl Messagerie {
         for r in recipients {
             let mine: Vec<&notice::Model> = pending.iter().filter(|n| n.recipient == r).collect();
             let Some(first) = mine.first() else { continue };
-            let items: Vec<minijinja::Value> = mine
+            // One line per (kind, dossier): a day of autosaves is one "dossier modifié" line.
+            let mut lines: Vec<(&str, i64, &str, usize, DateTime<Utc>)> = Vec::new();
+            for n in &mine {
+                match lines
+                    .iter_mut()
+                    .find(|l| l.0 == n.kind.as_str() && l.1 == n.number)
+                {
+                    Some(line) => {
+                        line.3 += 1;
+                        line.4 = line.4.max(n.created_at);
+                    }
+                    None => lines.push((&n.kind, n.number, &n.procedure_title, 1, n.created_at)),
+                }
+            }
+            let items: Vec<minijinja::Value> = lines
                 .iter()
-                .map(|n| {
+                .map(|(kind, number, title, count, last)| {
                     context! {
-                        titre => Kind::parse(&n.kind).map(Kind::title).unwrap_or("Activité"),
-                        numero => n.number,
-                        demarche => n.procedure_title.clone(),
-                        date => french_datetime(n.created_at),
+                        titre => Kind::parse(kind).map(Kind::title).unwrap_or("Activité"),
+                        numero => number,
+                        demarche => title,
+                        count => count,
+                        date => french_datetime(*last),
                     }
                 })
                 .collect();
