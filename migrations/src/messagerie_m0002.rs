@@ -1,10 +1,18 @@
-//! The messagerie's tables: its projection of dossiers (recipients, status, archive flag), the
+//! The messagerie's tables: its projections of procedures (titles) and dossiers (recipients, status, archive flag), the
 //! threads and their attachments, the outgoing-mail queue that is also the delivery log, the
 //! pending notices (delayed "nouveau message" emails and daily digests), the instructeurs'
 //! notification preferences and the brouillon notifications.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
+
+#[derive(DeriveIden)]
+enum MsgProcedures {
+    Table,
+    Id,
+    Title,
+    Version,
+}
 
 #[derive(DeriveIden)]
 enum MsgDossiers {
@@ -126,6 +134,16 @@ impl MigrationName for Migration {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(MsgProcedures::Table)
+                .if_not_exists()
+                .col(string_len(MsgProcedures::Id, 128).primary_key())
+                .col(text(MsgProcedures::Title))
+                .col(big_integer(MsgProcedures::Version))
+                .to_owned(),
+        )
+        .await?;
         m.create_table(
             Table::create()
                 .table(MsgDossiers::Table)
@@ -339,6 +357,7 @@ impl MigrationTrait for Migration {
             MessageAttachments::Table.into_iden(),
             ThreadEntries::Table.into_iden(),
             MsgDossiers::Table.into_iden(),
+            MsgProcedures::Table.into_iden(),
         ] {
             m.drop_table(Table::drop().table(table).to_owned()).await?;
         }

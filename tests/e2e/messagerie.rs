@@ -957,6 +957,12 @@ async fn the_daily_digest_lists_a_days_events_for_a_follower_in_one_email() {
         .follow_dossier(instructeur(ipb::FollowDossierRequest { number: n }))
         .await
         .unwrap();
+    // The messagerie has caught up with the procedure and the deposit.
+    stack
+        .smtp
+        .wait_for(|m| m.subject.contains("a bien été déposé"), 2, WAIT)
+        .await
+        .unwrap();
     let mut client = messagerie(&stack).await;
     // Messages only in the digest for this procedure.
     let prefs = client
@@ -984,6 +990,28 @@ async fn the_daily_digest_lists_a_days_events_for_a_follower_in_one_email() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Aborted);
+    let err = client
+        .get_notification_preferences(instructeur(pb::GetNotificationPreferencesRequest {
+            procedure_id: "inconnue".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let all = client
+        .get_notification_preferences(instructeur(pb::GetNotificationPreferencesRequest {
+            procedure_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .preferences;
+    let mine = all.iter().find(|p| p.procedure_id == PROCEDURE).unwrap();
+    assert_eq!(mine.version, 1);
+    assert!(
+        mine.settings
+            .iter()
+            .any(|s| s.kind == pb::NoticeKind::NewMessage as i32 && !s.instant && s.daily_digest)
+    );
     for body in ["Premier message", "Second message"] {
         client
             .post_message(promoteur(
@@ -1047,6 +1075,7 @@ async fn the_daily_digest_lists_a_days_events_for_a_follower_in_one_email() {
 async fn contacting_brouillon_owners_notifies_and_emails_each_owner() {
     let stack = Stack::start().await.unwrap();
     publish_test_procedure(&stack, PROCEDURE).await;
+    roster_cpam13(&stack).await;
     let other = "paul.durand@asso-air.example";
     let a = create(&stack, OWNER, PROCEDURE).await;
     let b = create(&stack, OWNER, PROCEDURE).await;
@@ -1074,6 +1103,24 @@ async fn contacting_brouillon_owners_notifies_and_emails_each_owner() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
+    // An instructeur token of someone not on the roster reaches nobody.
+    let err = client
+        .contact_brouillon_owners(as_(
+            "pas.declare@cpam13.example",
+            &[Role::Instructeur],
+            request.clone(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = client
+        .contact_brouillon_owners(instructeur(pb::ContactBrouillonOwnersRequest {
+            procedure_id: "inconnue".into(),
+            ..request.clone()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
     for _ in 0..2 {
         // The retry (same request id) changes nothing.
         let answer = client

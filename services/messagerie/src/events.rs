@@ -12,6 +12,7 @@ pub fn spec() -> ConsumerSpec {
     ConsumerSpec::new(
         "messagerie",
         &[
+            ev::ProcedureChanged::SUBJECT,
             ev::DossierCreated::SUBJECT,
             ev::DossierContentChanged::SUBJECT,
             ev::DossierInvited::SUBJECT,
@@ -52,6 +53,9 @@ impl Handler for Events {
     async fn handle(&self, txn: &DatabaseTransaction, d: &Delivery) -> Result<(), HandlerError> {
         let m = &self.messagerie;
         let result = match d.subject.as_str() {
+            s if s == ev::ProcedureChanged::SUBJECT => {
+                m.on_procedure_changed(txn, &d.decode()?).await
+            }
             s if s == ev::DossierCreated::SUBJECT => m.on_dossier_created(txn, &d.decode()?).await,
             s if s == ev::DossierContentChanged::SUBJECT => {
                 m.on_content_changed(txn, &d.decode()?).await

@@ -483,8 +483,9 @@ impl MessagerieService for Api {
         who.require(mst_kit::auth::Role::Instructeur)?;
         let pb::GetNotificationPreferencesRequest { procedure_id } = request.into_inner();
         let procedures = if procedure_id.is_empty() {
-            self.messagerie.preference_procedures(&who.email).await?
+            self.messagerie.procedure_ids().await?
         } else {
+            self.messagerie.require_procedure(&procedure_id).await?;
             vec![procedure_id]
         };
         let mut preferences = Vec::new();
@@ -534,6 +535,7 @@ impl MessagerieService for Api {
         if !violations.is_empty() {
             return Err(ApiError::Invalid(violations).into());
         }
+        self.messagerie.require_procedure(&procedure_id).await?;
         let (settings, version) = self
             .messagerie
             .update_preferences(&who.email, &procedure_id, expected_version, &changes)

@@ -980,6 +980,16 @@ impl Instruction {
         })
     }
 
+    /// The groupes of `email` (empty: not a declared instructeur). Role: system.
+    pub async fn instructeur_groupes(
+        &self,
+        who: &Principal,
+        email: &str,
+    ) -> Result<Vec<String>, AppError> {
+        require(who, Role::System)?;
+        self.groupes_of(email).await
+    }
+
     /// The declared instructeurs of a deposited dossier's groupe with their follow flag
     /// (messagerie's notices). Role: system.
     pub async fn dossier_instructeurs(

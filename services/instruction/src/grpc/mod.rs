@@ -179,4 +179,23 @@ impl InstructionInternalService for InternalApi {
             instructeurs,
         }))
     }
+
+    async fn get_instructeur_status(
+        &self,
+        request: Request<pb::GetInstructeurStatusRequest>,
+    ) -> Result<Response<pb::GetInstructeurStatusResponse>, Status> {
+        let who = principal(&request)?;
+        let pb::GetInstructeurStatusRequest { email } = request.into_inner();
+        if email.trim().is_empty() {
+            return Err(bad("email", "Adresse électronique manquante"));
+        }
+        let groupe_ids = self
+            .instruction
+            .instructeur_groupes(&who, &email.trim().to_lowercase())
+            .await?;
+        Ok(Response::new(pb::GetInstructeurStatusResponse {
+            declared: !groupe_ids.is_empty(),
+            groupe_ids,
+        }))
+    }
 }

@@ -11,7 +11,7 @@ use sea_orm::{
 
 use super::queue::NewMail;
 use super::{AppError, Messagerie};
-use crate::store::{dossier, mail, notification};
+use crate::store::{dossier, mail, notification, procedure};
 use crate::templates::single_line;
 
 /// Filters of the delivery log.
@@ -71,6 +71,8 @@ impl Messagerie {
         if !violations.is_empty() {
             return Err(ApiError::Invalid(violations).into());
         }
+        self.require_declared(who).await?;
+        self.require_procedure(procedure_id).await?;
         let brouillons = dossier::Entity::find()
             .filter(dossier::Column::ProcedureId.eq(procedure_id))
             .filter(dossier::Column::Status.eq(mst_proto::events::DossierStatus::Brouillon as i32))
@@ -122,6 +124,57 @@ impl Messagerie {
         txn.commit().await?;
         self.wake_sender();
         Ok((brouillons.len(), owners.len()))
+    }
+
+    /// PERMISSION_DENIED unless `who` is an instructeur on the roster (asked of instruction).
+    pub async fn require_declared(&self, who: &Principal) -> Result<(), AppError> {
+        who.require(Role::Instructeur)?;
+        let mut client = self.inner.instruction.clone();
+        let status = client
+            .get_instructeur_status(mst_proto::instruction::GetInstructeurStatusRequest {
+                email: who.email.clone(),
+            })
+            .await
+            .map_err(|s| {
+                AppError::Api(ApiError::Unavailable(format!(
+                    "instruction GetInstructeurStatus: {}",
+                    s.message()
+                )))
+            })?
+            .into_inner();
+        if !status.declared {
+            return Err(ApiError::PermissionDenied(
+                "Seuls les instructeurs déclarés peuvent contacter les usagers.".into(),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// NOT_FOUND unless the messagerie knows procedure `id`.
+    pub async fn require_procedure(&self, id: &str) -> Result<(), AppError> {
+        match procedure::Entity::find_by_id(id.to_owned())
+            .one(self.db())
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(ApiError::NotFound {
+                resource: "démarche",
+                id: id.to_owned(),
+            }
+            .into()),
+        }
+    }
+
+    /// Every procedure the messagerie knows, by id.
+    pub async fn procedure_ids(&self) -> Result<Vec<String>, AppError> {
+        Ok(procedure::Entity::find()
+            .order_by_asc(procedure::Column::Id)
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(|p| p.id)
+            .collect())
     }
 
     /// The caller's notifications, newest first, from `offset`.

@@ -10,7 +10,7 @@ use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, ConnectionTrait, EntityTr
 
 use super::queue::NewMail;
 use super::{AppError, Messagerie, distinct_recipients, french_date, occurred_at};
-use crate::store::dossier;
+use crate::store::{dossier, procedure};
 use crate::templates::Rendered;
 
 fn event_id(m: Option<&ev::EventMetadata>) -> String {
@@ -123,12 +123,58 @@ impl Messagerie {
         }
     }
 
+    /// `ProcedureChanged`: the procedure and its newest title are known.
+    pub async fn on_procedure_changed<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        e: &ev::ProcedureChanged,
+    ) -> Result<(), AppError> {
+        let Some(p) = &e.procedure else {
+            return Ok(());
+        };
+        self.upsert_procedure(txn, p, e.version).await
+    }
+
+    async fn upsert_procedure<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        p: &ev::ProcedureRef,
+        version: i64,
+    ) -> Result<(), AppError> {
+        if p.id.is_empty() {
+            return Ok(());
+        }
+        let row = procedure::Model {
+            id: p.id.clone(),
+            title: procedure_title(Some(p)),
+            version,
+        };
+        match procedure::Entity::find_by_id(p.id.clone()).one(txn).await? {
+            None => {
+                procedure::Entity::insert(procedure::ActiveModel::from(row))
+                    .on_conflict_do_nothing_on([procedure::Column::Id])
+                    .exec_without_returning(txn)
+                    .await?;
+            }
+            Some(old) if version > old.version => {
+                procedure::Entity::update(procedure::ActiveModel::from(row).reset_all())
+                    .exec(txn)
+                    .await?;
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
     /// `DossierCreated`: the brouillon is known; its owner gets its number.
     pub async fn on_dossier_created<C: ConnectionTrait>(
         &self,
         txn: &C,
         e: &ev::DossierCreated,
     ) -> Result<(), AppError> {
+        if let Some(p) = &e.procedure {
+            self.upsert_procedure(txn, p, 0).await?;
+        }
         if self.projection(txn, e.number).await?.is_none() {
             let row = Self::blank_projection(e.number, e.procedure.as_ref(), &e.owner_email);
             self.save_projection(txn, row, false).await?;

@@ -543,18 +543,6 @@ impl Messagerie {
         })
     }
 
-    /// The procedures `email` has saved preferences for.
-    pub async fn preference_procedures(&self, email: &str) -> Result<Vec<String>, AppError> {
-        Ok(preference::Entity::find()
-            .filter(preference::Column::Email.eq(email))
-            .order_by_asc(preference::Column::ProcedureId)
-            .all(self.db())
-            .await?
-            .into_iter()
-            .map(|r| r.procedure_id)
-            .collect())
-    }
-
     /// Replaces the preferences of `email` for `procedure_id` at `expected_version`.
     pub async fn update_preferences(
         &self,

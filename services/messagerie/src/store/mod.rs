@@ -1,5 +1,29 @@
 //! sea-orm entities of the messagerie's tables (see `migrations/src/messagerie_m0002.rs`).
 
+/// The procedures the messagerie knows (from `ProcedureChanged`).
+pub mod procedure {
+    use sea_orm::entity::prelude::*;
+
+    /// One procedure.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "msg_procedures")]
+    pub struct Model {
+        /// Procedure id.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// Title (email subjects).
+        pub title: String,
+        /// Highest version applied (0 when only seen on a dossier event).
+        pub version: i64,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 /// The messagerie's projection of a dossier: who receives its emails, its status, archive flag.
 pub mod dossier {
     use sea_orm::entity::prelude::*;
