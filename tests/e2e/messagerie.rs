@@ -342,6 +342,24 @@ async fn every_status_change_emails_the_owner_and_the_invitee_once_and_enters_th
                 .is_some_and(|id| id.ends_with("@mois-sans-tabac.example>"))
         );
     }
+    // The instructeur (auto-follower) has the deposit and the resubmission in his digest queue
+    // (default preferences: digest for both), and received no instant email.
+    {
+        use mst_messagerie::store::notice;
+        use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _};
+        let kinds: Vec<String> = notice::Entity::find()
+            .filter(notice::Column::Channel.eq(notice::DIGEST))
+            .filter(notice::Column::Recipient.eq(INSTRUCTEUR))
+            .order_by_asc(notice::Column::CreatedAt)
+            .all(stack.messagerie.db())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.kind)
+            .collect();
+        assert_eq!(kinds, vec!["new_dossier", "dossier_modified"]);
+        assert!(subjects_for(&mails, INSTRUCTEUR).is_empty());
+    }
     // The decision's motivation is in the email.
     let accepte = mails
         .iter()
@@ -1157,5 +1175,79 @@ async fn contacting_brouillon_owners_notifies_and_emails_each_owner() {
         .notifications;
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[0].number, c.number);
+    stack.stop(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_expert_reads_and_writes_the_thread_while_his_avis_stands() {
+    let stack = Stack::start().await.unwrap();
+    let (n, _) = deposited(&stack).await;
+    fn expert<T>(m: T) -> tonic::Request<T> {
+        as_(EXPERT, &[Role::Promoteur], m)
+    }
+    let mut client = messagerie(&stack).await;
+    let list = |number| pb::ListMessagesRequest {
+        number,
+        ..Default::default()
+    };
+    let err = client.list_messages(expert(list(n))).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "no avis asked yet");
+    let avis = instruction(&stack)
+        .await
+        .request_avis(instructeur(ipb::RequestAvisRequest {
+            number: n,
+            expert_email: EXPERT.into(),
+            question: "Qu'en pensez-vous ?".into(),
+            confidential: false,
+            request_id: uuid::Uuid::new_v4().to_string(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .avis
+        .unwrap();
+    let t = client
+        .list_messages(expert(list(n)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(t.writable);
+    let posted = client
+        .post_message(expert(tokio_stream::iter(post_stream(
+            n,
+            "Avis favorable sous réserve.",
+            &[],
+            None,
+        ))))
+        .await
+        .unwrap()
+        .into_inner()
+        .entry
+        .unwrap();
+    let Some(pb::thread_entry::Content::Message(m)) = &posted.content else {
+        panic!("{posted:?}")
+    };
+    assert_eq!(
+        m.author.as_ref().map(|a| (a.email.as_str(), a.role)),
+        Some((EXPERT, ev::Role::Expert as i32))
+    );
+    // The promoteur side hears of it like of an instructeur's message.
+    let subject = format!("Nouveau message pour votre dossier n° {n} (Démarche de test)");
+    stack
+        .smtp
+        .wait_for(|m| m.subject == subject, 2, WAIT)
+        .await
+        .unwrap();
+    // Once the avis is revoked the thread is out of his reach.
+    instruction(&stack)
+        .await
+        .revoke_avis(instructeur(ipb::RevokeAvisRequest {
+            avis_id: avis.id,
+            expected_version: avis.version,
+        }))
+        .await
+        .unwrap();
+    let err = client.list_messages(expert(list(n))).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }

@@ -19,6 +19,7 @@ pub fn spec() -> ConsumerSpec {
             ev::DossierInvitationRevoked::SUBJECT,
             ev::DossierDeleted::SUBJECT,
             ev::DossierStatusChanged::SUBJECT,
+            ev::DossierCorrectionResolved::SUBJECT,
             ev::DossierArchived::SUBJECT,
             ev::DossierUnarchived::SUBJECT,
             ev::AvisRequested::SUBJECT,
@@ -67,6 +68,9 @@ impl Handler for Events {
             s if s == ev::DossierDeleted::SUBJECT => m.on_dossier_deleted(txn, &d.decode()?).await,
             s if s == ev::DossierStatusChanged::SUBJECT => {
                 m.on_status_changed(txn, &d.decode()?).await
+            }
+            s if s == ev::DossierCorrectionResolved::SUBJECT => {
+                m.on_correction_resolved(txn, &d.decode()?).await
             }
             s if s == ev::DossierArchived::SUBJECT => {
                 let e: ev::DossierArchived = d.decode()?;

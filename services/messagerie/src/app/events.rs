@@ -421,6 +421,27 @@ impl Messagerie {
         .await
     }
 
+    /// `DossierCorrectionResolved`: the owner resubmitted after a correction request; the
+    /// followers are told as of a modification, per their preferences.
+    pub async fn on_correction_resolved<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        e: &ev::DossierCorrectionResolved,
+    ) -> Result<(), AppError> {
+        let at = occurred_at(e.metadata.as_ref());
+        let source = event_id(e.metadata.as_ref());
+        self.notice_instructeurs(
+            txn,
+            e.number,
+            e.procedure.as_ref(),
+            &source,
+            super::notices::Kind::DossierModified,
+            None,
+            at,
+        )
+        .await
+    }
+
     /// `MessagePosted`: an instructeur's (or expert's) message reaches the promoteur by email
     /// after the coalescing delay; a promoteur's message notifies the followers.
     pub async fn on_message_posted<C: ConnectionTrait>(
