@@ -58,7 +58,15 @@ impl Settings {
         let transport = match env.raw("MST_SMTP_URL").map(str::to_owned) {
             Some(url) if !url.trim().is_empty() => {
                 match smtp::SmtpSettings::parse(url.trim(), pool_size) {
-                    Ok(s) => smtp::Transport::Smtp(s),
+                    Ok(mut s) => {
+                        if let Some(path) = env.raw("MST_SMTP_CA_FILE").map(str::to_owned) {
+                            match std::fs::read(&path) {
+                                Ok(pem) => s.extra_roots_pem = Some(pem),
+                                Err(e) => env.issue("MST_SMTP_CA_FILE", format!("{path}: {e}")),
+                            }
+                        }
+                        smtp::Transport::Smtp(s)
+                    }
                     Err(problem) => {
                         env.issue("MST_SMTP_URL", problem);
                         smtp::Transport::Folder("data/messagerie-mail".into())

@@ -16,7 +16,7 @@ use lettre::address::Envelope;
 use lettre::message::header::ContentTransferEncoding;
 use lettre::message::{Mailbox, MultiPart, SinglePart, header};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio::sync::Mutex;
@@ -58,6 +58,8 @@ pub struct SmtpSettings {
     pub pool_size: usize,
     /// Connect and command timeout.
     pub timeout: Duration,
+    /// Extra trusted root certificates, PEM (`MST_SMTP_CA_FILE`: a relay with a private CA).
+    pub extra_roots_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for SmtpSettings {
@@ -114,6 +116,7 @@ impl SmtpSettings {
             credentials,
             pool_size: pool_size.max(1),
             timeout: Duration::from_secs(30),
+            extra_roots_pem: None,
         })
     }
 }
@@ -210,39 +213,68 @@ impl Mailer {
         match &self.transport {
             Transport::Folder(dir) => write_to_folder(dir, &mail.message_id, &bytes).await,
             Transport::Smtp(settings) => {
-                let mut conn = match self.idle.lock().await.pop() {
-                    Some(conn) => conn,
-                    None => self.connect(settings).await?,
-                };
-                let result = conn.send(&envelope, &bytes).await;
-                match result {
-                    Ok(_) => {
-                        let mut idle = self.idle.lock().await;
-                        if idle.len() < settings.pool_size && !conn.has_broken() {
-                            idle.push(conn);
-                        } else {
-                            drop(idle);
-                            let _ = conn.quit().await;
-                        }
-                        Ok(())
+                let pooled = self.idle.lock().await.pop();
+                let was_pooled = pooled.is_some();
+                match self.send_on(settings, pooled, &envelope, &bytes).await {
+                    // The relay may have closed an idle connection: try once on a fresh one.
+                    Err(SendError::Transient(_)) if was_pooled => {
+                        self.send_on(settings, None, &envelope, &bytes).await
                     }
-                    Err(e) => {
-                        conn.abort().await;
-                        if e.is_permanent() {
-                            Err(SendError::Permanent(format!("rejected by the relay: {e}")))
-                        } else {
-                            Err(SendError::Transient(format!("SMTP error: {e}")))
-                        }
-                    }
+                    other => other,
                 }
             }
         }
     }
 
+    /// Sends on `conn` (or a new connection), everything within the configured timeout, and
+    /// keeps the connection for the next email when it is still good.
+    async fn send_on(
+        &self,
+        s: &SmtpSettings,
+        conn: Option<AsyncSmtpConnection>,
+        envelope: &Envelope,
+        bytes: &[u8],
+    ) -> Result<(), SendError> {
+        let attempt = async {
+            let mut conn = match conn {
+                Some(conn) => conn,
+                None => self.connect(s).await?,
+            };
+            match conn.send(envelope, bytes).await {
+                Ok(_) => Ok(conn),
+                Err(e) => {
+                    conn.abort().await;
+                    if e.is_permanent() {
+                        Err(SendError::Permanent(format!("rejected by the relay: {e}")))
+                    } else {
+                        Err(SendError::Transient(format!("SMTP error: {e}")))
+                    }
+                }
+            }
+        };
+        // A relay that stops answering must not stall the sender.
+        let mut conn = tokio::time::timeout(s.timeout, attempt)
+            .await
+            .map_err(|_| {
+                SendError::Transient(format!(
+                    "{}:{} did not answer within {:?}",
+                    s.host, s.port, s.timeout
+                ))
+            })??;
+        let mut idle = self.idle.lock().await;
+        if idle.len() < s.pool_size && !conn.has_broken() {
+            idle.push(conn);
+        } else {
+            drop(idle);
+            let _ = tokio::time::timeout(s.timeout, conn.quit()).await;
+        }
+        Ok(())
+    }
+
     /// Closes the pooled connections politely.
     pub async fn close(&self) {
         for mut conn in self.idle.lock().await.drain(..) {
-            let _ = conn.quit().await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.quit()).await;
         }
     }
 
@@ -250,8 +282,18 @@ impl Mailer {
         let transient = |what: &str, e: &dyn std::fmt::Display| {
             SendError::Transient(format!("{what} {}:{}: {e}", s.host, s.port))
         };
-        let tls =
-            || TlsParameters::new(s.host.clone()).map_err(|e| SendError::Permanent(e.to_string()));
+        let tls = || {
+            let mut builder = TlsParameters::builder(s.host.clone());
+            if let Some(pem) = &s.extra_roots_pem {
+                builder = builder.add_root_certificate(
+                    Certificate::from_pem(pem)
+                        .map_err(|e| SendError::Permanent(format!("MST_SMTP_CA_FILE: {e}")))?,
+                );
+            }
+            builder
+                .build()
+                .map_err(|e| SendError::Permanent(e.to_string()))
+        };
         let mut conn = match s.security {
             Security::Tls => tokio::time::timeout(
                 s.timeout,
