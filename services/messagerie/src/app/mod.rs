@@ -1,7 +1,8 @@
 //! Use cases of the messagerie, transport-agnostic: event handlers that queue emails and write
 //! thread entries ([`events`]), the outgoing queue and its sender ([`queue`]), the threads
-//! ([`thread`]) and the notices (delayed "nouveau message" emails, digests, preferences —
-//! [`notices`]).
+//! ([`thread`]), the notices (delayed "nouveau message" emails, digests, preferences —
+//! [`notices`]), and the contact of brouillon owners, notifications and delivery log
+//! ([`contact`]).
 
 pub mod contact;
 pub mod events;
