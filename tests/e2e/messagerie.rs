@@ -485,6 +485,50 @@ async fn every_status_change_emails_the_owner_and_the_invitee_once_and_enters_th
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    // Replay: the messagerie forgets what it processed and its durable consumer is recreated
+    // from the start of the stream. Every event is handled again; nothing is sent or written
+    // twice (invariant I3).
+    {
+        use mst_bus::consumer::processed;
+        use sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _};
+        let db = stack.messagerie.db();
+        let handled = || async {
+            processed::Entity::find()
+                .filter(processed::Column::Consumer.eq("messagerie"))
+                .count(db)
+                .await
+                .unwrap()
+        };
+        let before = handled().await;
+        assert!(before as usize > status_subjects.len());
+        processed::Entity::delete_many()
+            .filter(processed::Column::Consumer.eq("messagerie"))
+            .exec(db)
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+        js.get_stream(stack.prefix.to_uppercase())
+            .await
+            .unwrap()
+            .delete_consumer("messagerie")
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while handled().await < before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the replay did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let after = quiet(&stack).await;
+        assert_eq!(after.len(), expected_total, "nothing sent twice");
+        assert_eq!(
+            automatic_subjects(&thread(&stack, OWNER, n).await),
+            status_subjects
+        );
+    }
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }
 
