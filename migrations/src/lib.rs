@@ -16,6 +16,7 @@ mod instruction_m0002;
 mod instruction_m0003_board;
 mod instruction_m0004_avis;
 mod instruction_m0005_justificatifs;
+mod instruction_m0006_board_scale;
 mod plumbing;
 
 /// The services that own a database.
@@ -57,6 +58,7 @@ pub mod instruction {
                 Box::new(instruction_m0003_board::Migration),
                 Box::new(instruction_m0004_avis::Migration),
                 Box::new(instruction_m0005_justificatifs::Migration),
+                Box::new(instruction_m0006_board_scale::Migration),
             ]
         }
     }
