@@ -64,8 +64,14 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts NATS and the four services, each knowing the others' addresses.
+    /// Starts NATS and the four services, each knowing the others' addresses. The closing-date
+    /// scheduler is off (`MST_CLOSING_CHECK_SECS=0`): tests drive it.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// The same with more settings for every service (they override the defaults above).
+    pub async fn start_with(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         init_telemetry();
         let nats = NatsServer::start().await?;
         let prefix = unique_prefix();
@@ -96,7 +102,11 @@ impl Stack {
                     "MST_ATTACHMENTS_DIR",
                     files.path().join(name).to_string_lossy().into_owned(),
                 ),
+                ("MST_CLOSING_CHECK_SECS", "0".to_owned()),
             ]);
+            for (key, value) in extra {
+                env.set(*key, *value);
+            }
             let addr = listener.local_addr()?;
             let task = match name {
                 "forms" => {
