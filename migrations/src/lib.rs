@@ -12,6 +12,7 @@ pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
 
 mod forms_m0002;
+mod forms_m0003_freeze_lease;
 mod instruction_m0002;
 mod instruction_m0003_board;
 mod instruction_m0004_avis;
@@ -36,6 +37,7 @@ pub mod forms {
             vec![
                 Box::new(plumbing::Migration),
                 Box::new(forms_m0002::Migration),
+                Box::new(forms_m0003_freeze_lease::Migration),
             ]
         }
     }

@@ -59,6 +59,15 @@ pub async fn forms_admin(stack: &Stack) -> ProcedureAdminServiceClient<Channel> 
     ProcedureAdminServiceClient::new(channel(stack.service("forms").url()).await)
 }
 
+/// A client of forms' service-to-service API (call it with a `Role::System` token).
+pub async fn forms_internal(
+    stack: &Stack,
+) -> mst_proto::forms::forms_internal_service_client::FormsInternalServiceClient<Channel> {
+    mst_proto::forms::forms_internal_service_client::FormsInternalServiceClient::new(
+        channel(stack.service("forms").url()).await,
+    )
+}
+
 /// A roster client.
 pub async fn roster(stack: &Stack) -> RosterServiceClient<Channel> {
     RosterServiceClient::new(channel(stack.service("instruction").url()).await)

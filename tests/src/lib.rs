@@ -60,6 +60,8 @@ pub struct Stack {
     /// The instruction use cases (the workflow's public API is driven through them until its
     /// gRPC service is served).
     pub instruction: mst_instruction::app::Instruction,
+    /// The forms service's resolver of stale freeze holds (run on demand by tests).
+    pub forms_freezes: mst_forms::freeze::StaleFreezes,
     _files: tempfile::TempDir,
 }
 
@@ -88,6 +90,7 @@ impl Stack {
         let (forms_url, instruction_url) = (url(0)?, url(1)?);
         let mut services = Vec::new();
         let mut instruction = None;
+        let mut forms_freezes = None;
         for (name, listener) in names.into_iter().zip(listeners) {
             let db = TestDb::new().await?;
             let mut env = Env::from_map([
@@ -114,6 +117,7 @@ impl Stack {
                     std::mem::take(&mut env).finish()?;
                     let app =
                         mst_forms::App::build_on(settings, listener, shutdown.clone()).await?;
+                    forms_freezes = Some(app.stale_freezes());
                     tokio::spawn(app.run())
                 }
                 "instruction" => {
@@ -152,6 +156,7 @@ impl Stack {
             services,
             shutdown,
             instruction: instruction.ok_or_else(|| anyhow::anyhow!("instruction did not start"))?,
+            forms_freezes: forms_freezes.ok_or_else(|| anyhow::anyhow!("forms did not start"))?,
             _files: files,
         })
     }

@@ -255,6 +255,7 @@ impl Forms {
             departement_code: Set(headline.departement_code),
             cpam: Set(headline.cpam),
             frozen_by: Set(None),
+            frozen_at: Set(None),
             correction_pending: Set(false),
             duplicated_from: Set(duplicated_from),
             create_request_id: Set(request_id.map(str::to_owned)),

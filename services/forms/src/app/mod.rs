@@ -177,6 +177,13 @@ impl std::fmt::Debug for Forms {
 }
 
 impl Forms {
+    /// The service's database.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}
+
+impl Forms {
     /// Use cases over `db`, publishing through the relay behind `relay`, storing attachments in
     /// `files`.
     pub fn new(
