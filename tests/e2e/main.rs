@@ -7,6 +7,6 @@ mod instruction;
 mod invariants;
 mod mst_procedures;
 mod platform;
-mod support;
+use mst_e2e::support;
 mod trace_and_auth;
 mod workflow;

@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod support;
+
 use std::net::SocketAddr;
 use std::sync::Once;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mst_e2e::Stack;
+use crate::Stack;
 use mst_kit::auth::Role;
 use mst_proto::forms as pb;
 use mst_proto::forms::forms_service_client::FormsServiceClient;
