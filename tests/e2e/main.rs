@@ -7,6 +7,7 @@ mod instruction;
 mod invariants;
 mod mst_procedures;
 mod platform;
+mod python_client;
 use mst_e2e::support;
 mod trace_and_auth;
 mod workflow;
