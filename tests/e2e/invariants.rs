@@ -20,6 +20,17 @@ fn instructeur() -> Principal {
     }
 }
 
+/// The dossier's version in the instruction service.
+async fn version_in_instruction(stack: &Stack, number: i64) -> i64 {
+    stack
+        .instruction
+        .dossier(&instructeur(), number)
+        .await
+        .unwrap()
+        .row
+        .version
+}
+
 async fn forms_dossier(stack: &Stack, number: i64) -> pb::Dossier {
     forms(stack)
         .await
@@ -47,13 +58,7 @@ async fn an_autosave_racing_passer_en_instruction_never_commits_after_the_transi
     let (mut landed, mut refused) = (0, 0);
     for round in 0..ROUNDS {
         let before = forms_dossier(&stack, number).await;
-        let status_version = stack
-            .instruction
-            .dossier(&me, number)
-            .await
-            .unwrap()
-            .row
-            .version;
+        let status_version = version_in_instruction(&stack, number).await;
         let (save, transition) = tokio::join!(
             update(
                 &stack,
@@ -192,13 +197,7 @@ async fn a_stale_freeze_is_released_only_when_its_transition_never_committed() {
 
     // A transition that outlives its lease commits nothing and releases its hold.
     let me = instructeur();
-    let status_version = stack
-        .instruction
-        .dossier(&me, number)
-        .await
-        .unwrap()
-        .row
-        .version;
+    let status_version = version_in_instruction(&stack, number).await;
     let err = stack
         .instruction
         .clone()
@@ -221,13 +220,7 @@ async fn a_stale_freeze_is_released_only_when_its_transition_never_committed() {
 
     // Now a transition that did commit: instruction passes it en instruction, but forms' mirror
     // lags behind (put back as it was before the event, holding the transition's freeze).
-    let status_version = stack
-        .instruction
-        .dossier(&me, number)
-        .await
-        .unwrap()
-        .row
-        .version;
+    let status_version = version_in_instruction(&stack, number).await;
     stack
         .instruction
         .transition(&me, number, status_version, Command::PasserEnInstruction)

@@ -373,107 +373,89 @@ pub async fn transition_call(
         message,
         justificatif_upload_id,
     } = t;
+    // Each arm: the request of that RPC, sent with the instructeur's bearer.
+    macro_rules! call {
+        ($method:ident, $request:expr) => {
+            client
+                .$method(caller.request(role, $request)?)
+                .await
+                .map(|r| r.into_inner().dossier)
+        };
+    }
     let answer = match transition {
-        TransitionArg::PasserEnInstruction => client
-            .passer_en_instruction(caller.request(
-                role,
-                pb::PasserEnInstructionRequest {
-                    number,
-                    expected_version,
-                },
-            )?)
-            .await
-            .map(|r| r.into_inner().dossier),
-        TransitionArg::RepasserEnConstruction => client
-            .repasser_en_construction(caller.request(
-                role,
-                pb::RepasserEnConstructionRequest {
-                    number,
-                    expected_version,
-                    message,
-                },
-            )?)
-            .await
-            .map(|r| r.into_inner().dossier),
-        TransitionArg::DemanderCorrection => client
-            .demander_correction(caller.request(
-                role,
-                pb::DemanderCorrectionRequest {
-                    number,
-                    expected_version,
-                    message,
-                    reason: ev::CorrectionReason::Incomplete as i32,
-                },
-            )?)
-            .await
-            .map(|r| r.into_inner().dossier),
-        TransitionArg::Accepter => client
-            .accepter(caller.request(
-                role,
-                pb::AccepterRequest {
-                    number,
-                    expected_version,
-                    motivation,
-                    justificatif_upload_id,
-                },
-            )?)
-            .await
-            .map(|r| r.into_inner().dossier),
-        TransitionArg::Refuser => client
-            .refuser(caller.request(
-                role,
-                pb::RefuserRequest {
-                    number,
-                    expected_version,
-                    motivation,
-                    justificatif_upload_id,
-                },
-            )?)
-            .await
-            .map(|r| r.into_inner().dossier),
-        TransitionArg::ClasserSansSuite => client
-            .classer_sans_suite(caller.request(
-                role,
-                pb::ClasserSansSuiteRequest {
-                    number,
-                    expected_version,
-                    motivation,
-                    justificatif_upload_id,
-                },
-            )?)
-            .await
-            .map(|r| r.into_inner().dossier),
-        TransitionArg::RepasserEnInstruction => client
-            .repasser_en_instruction(caller.request(
-                role,
-                pb::RepasserEnInstructionRequest {
-                    number,
-                    expected_version,
-                    message,
-                },
-            )?)
-            .await
-            .map(|r| r.into_inner().dossier),
-        TransitionArg::Archiver => client
-            .archive_dossier(caller.request(
-                role,
-                pb::ArchiveDossierRequest {
-                    number,
-                    expected_version,
-                },
-            )?)
-            .await
-            .map(|r| r.into_inner().dossier),
-        TransitionArg::Desarchiver => client
-            .unarchive_dossier(caller.request(
-                role,
-                pb::UnarchiveDossierRequest {
-                    number,
-                    expected_version,
-                },
-            )?)
-            .await
-            .map(|r| r.into_inner().dossier),
+        TransitionArg::PasserEnInstruction => call!(
+            passer_en_instruction,
+            pb::PasserEnInstructionRequest {
+                number,
+                expected_version,
+            }
+        ),
+        TransitionArg::RepasserEnConstruction => call!(
+            repasser_en_construction,
+            pb::RepasserEnConstructionRequest {
+                number,
+                expected_version,
+                message,
+            }
+        ),
+        TransitionArg::DemanderCorrection => call!(
+            demander_correction,
+            pb::DemanderCorrectionRequest {
+                number,
+                expected_version,
+                message,
+                reason: ev::CorrectionReason::Incomplete as i32,
+            }
+        ),
+        TransitionArg::Accepter => call!(
+            accepter,
+            pb::AccepterRequest {
+                number,
+                expected_version,
+                motivation,
+                justificatif_upload_id,
+            }
+        ),
+        TransitionArg::Refuser => call!(
+            refuser,
+            pb::RefuserRequest {
+                number,
+                expected_version,
+                motivation,
+                justificatif_upload_id,
+            }
+        ),
+        TransitionArg::ClasserSansSuite => call!(
+            classer_sans_suite,
+            pb::ClasserSansSuiteRequest {
+                number,
+                expected_version,
+                motivation,
+                justificatif_upload_id,
+            }
+        ),
+        TransitionArg::RepasserEnInstruction => call!(
+            repasser_en_instruction,
+            pb::RepasserEnInstructionRequest {
+                number,
+                expected_version,
+                message,
+            }
+        ),
+        TransitionArg::Archiver => call!(
+            archive_dossier,
+            pb::ArchiveDossierRequest {
+                number,
+                expected_version,
+            }
+        ),
+        TransitionArg::Desarchiver => call!(
+            unarchive_dossier,
+            pb::UnarchiveDossierRequest {
+                number,
+                expected_version,
+            }
+        ),
     };
     answer
         .map_err(|s| explain(&s))?
