@@ -5,6 +5,11 @@
 //! listens (health and reflection included), so tests can start it in-process on port 0.
 
 #![forbid(unsafe_code)]
+pub mod app;
+pub mod events;
+pub mod grpc;
+pub mod mapping;
+pub mod store;
 
 use std::net::SocketAddr;
 
@@ -24,6 +29,11 @@ pub const DEFAULT_ADDR: SocketAddr =
 pub struct Settings {
     /// What every service reads.
     pub common: CommonSettings,
+    /// The forms service (`MST_FORMS_URL`), read for the content of accepted dossiers.
+    pub forms_url: String,
+    /// Name of the durable consumer (`MST_OSCARS_CONSUMER`, default `oscars`). A new name on an
+    /// empty database replays the stream from the start and rebuilds every fiche.
+    pub consumer: String,
 }
 
 impl Settings {
@@ -31,6 +41,8 @@ impl Settings {
     pub fn from_env(env: &mut Env) -> Self {
         Self {
             common: CommonSettings::from_env(env, SERVICE, DEFAULT_ADDR),
+            forms_url: env.or("MST_FORMS_URL", "http://127.0.0.1:50051".to_owned()),
+            consumer: env.or("MST_OSCARS_CONSUMER", SERVICE.to_owned()),
         }
     }
 }
@@ -45,13 +57,15 @@ impl AsRef<CommonSettings> for Settings {
 #[derive(Debug)]
 pub struct App {
     infra: Infra,
+    oscars: app::Oscars,
 }
 
 impl App {
-    /// Starts the plumbing; the gRPC server serves once [`RunService::run`] is called.
+    /// Starts the plumbing and the consumer; the gRPC server serves once [`RunService::run`] is
+    /// called.
     pub async fn build(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Self> {
-        let infra = Infra::start(settings.common, shutdown).await?;
-        Ok(Self { infra })
+        let listener = mst_kit::grpc::bind(settings.common.grpc_addr).await?;
+        Self::build_on(settings, listener, shutdown).await
     }
 
     /// The same on an already bound listener.
@@ -60,20 +74,48 @@ impl App {
         listener: tokio::net::TcpListener,
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
+        let token = mst_kit::auth::ServiceToken::for_service(&settings.common.auth, SERVICE)?;
+        let forms = tonic::transport::Endpoint::from_shared(settings.forms_url.clone())?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(10))
+            .connect_lazy();
+        let forms = mst_proto::forms::forms_service_client::FormsServiceClient::with_interceptor(
+            forms, token,
+        );
+        let consumer = settings.consumer.clone();
         let infra = Infra::start_on(settings.common, listener, shutdown).await?;
-        Ok(Self { infra })
+        let oscars = app::Oscars::new(infra.db.clone(), infra.relay.clone(), forms);
+        infra.spawn_consumer(
+            events::spec(&consumer),
+            events::OscarsEvents::new(oscars.clone()),
+        );
+        Ok(Self { infra, oscars })
     }
 
     /// Where the gRPC server listens.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.infra.local_addr()
     }
+
+    /// The use cases.
+    pub fn oscars(&self) -> app::Oscars {
+        self.oscars.clone()
+    }
 }
 
 impl RunService for App {
     async fn run(self) -> anyhow::Result<()> {
-        self.infra
-            .serve(GrpcServer::new(mst_proto::FILE_DESCRIPTOR_SET))
-            .await
+        use mst_proto::oscars::oscars_public_service_server::OscarsPublicServiceServer;
+        use mst_proto::oscars::oscars_service_server::OscarsServiceServer;
+        let auth = self.infra.auth.clone();
+        let server = GrpcServer::new(mst_proto::FILE_DESCRIPTOR_SET)
+            .add_service(OscarsServiceServer::with_interceptor(
+                grpc::Api::new(self.oscars.clone()),
+                auth.interceptor(),
+            ))
+            .add_service(OscarsPublicServiceServer::new(grpc::PublicApi::new(
+                self.oscars.clone(),
+            )));
+        self.infra.serve(server).await
     }
 }
