@@ -6,6 +6,7 @@ mod forms;
 mod instruction;
 mod invariants;
 mod mst_procedures;
+mod oscars;
 mod platform;
 mod support;
 mod trace_and_auth;

@@ -104,7 +104,9 @@ impl OscarsService for Api {
             .oscars
             .chain_to_projet(&who, &fiche_id, expected_version, &projet_fiche_id)
             .await?;
-        Ok(Response::new(pb::ChainToProjetResponse { fiche: Some(fiche) }))
+        Ok(Response::new(pb::ChainToProjetResponse {
+            fiche: Some(fiche),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(fiche = %request.get_ref().fiche_id))]
@@ -119,7 +121,9 @@ impl OscarsService for Api {
             .oscars
             .suggest_previous_year(&who, &fiche_id, limit)
             .await?;
-        Ok(Response::new(pb::SuggestPreviousYearResponse { suggestions }))
+        Ok(Response::new(pb::SuggestPreviousYearResponse {
+            suggestions,
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(fiche = %request.get_ref().fiche_id))]
@@ -138,7 +142,9 @@ impl OscarsService for Api {
             .oscars
             .chain_to_previous(&who, &fiche_id, expected_version, &previous_fiche_id)
             .await?;
-        Ok(Response::new(pb::ChainToPreviousResponse { fiche: Some(fiche) }))
+        Ok(Response::new(pb::ChainToPreviousResponse {
+            fiche: Some(fiche),
+        }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -207,7 +213,9 @@ impl OscarsService for Api {
             .oscars
             .attach_promoteur(&who, &fiche_id, expected_version, &promoteur_id)
             .await?;
-        Ok(Response::new(pb::AttachPromoteurResponse { fiche: Some(fiche) }))
+        Ok(Response::new(pb::AttachPromoteurResponse {
+            fiche: Some(fiche),
+        }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -220,10 +228,7 @@ impl OscarsService for Api {
         let Some(survivor) = survivor.filter(|s| !s.promoteur_id.is_empty()) else {
             return Err(ApiError::invalid("survivor", "Promoteur conservé manquant").into());
         };
-        let (promoteur, n) = self
-            .oscars
-            .merge_promoteurs(&who, survivor, merged)
-            .await?;
+        let (promoteur, n) = self.oscars.merge_promoteurs(&who, survivor, merged).await?;
         Ok(Response::new(pb::MergePromoteursResponse {
             promoteur: Some(promoteur),
             repointed_fiche_count: n,
@@ -317,7 +322,9 @@ impl OscarsService for Api {
             .oscars
             .publish(&who, &fiche_id, expected_version)
             .await?;
-        Ok(Response::new(pb::PublishFicheResponse { fiche: Some(fiche) }))
+        Ok(Response::new(pb::PublishFicheResponse {
+            fiche: Some(fiche),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(fiche = %request.get_ref().fiche_id))]
@@ -418,7 +425,9 @@ impl OscarsPublicService for PublicApi {
         let pb::GetPublicFicheRequest { fiche_id } = request.into_inner();
         required_id("fiche_id", &fiche_id)?;
         let fiche = self.oscars.public_get(&fiche_id).await?;
-        Ok(Response::new(pb::GetPublicFicheResponse { fiche: Some(fiche) }))
+        Ok(Response::new(pb::GetPublicFicheResponse {
+            fiche: Some(fiche),
+        }))
     }
 
     type ExportPublicFichesStream = ExportStream;
@@ -443,10 +452,7 @@ impl OscarsPublicService for PublicApi {
         let header = pb::ExportPublicFichesResponse {
             payload: Some(pb::export_public_fiches_response::Payload::Header(
                 ev::DownloadHeader {
-                    file_name: format!(
-                        "fiches-oscars-{date}.{}",
-                        if csv { "csv" } else { "json" }
-                    ),
+                    file_name: format!("fiches-oscars-{date}.{}", if csv { "csv" } else { "json" }),
                     content_type: if csv {
                         "text/csv; charset=utf-8"
                     } else {

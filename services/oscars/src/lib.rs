@@ -79,9 +79,10 @@ impl App {
             .connect_timeout(std::time::Duration::from_secs(5))
             .timeout(std::time::Duration::from_secs(10))
             .connect_lazy();
-        let forms = mst_proto::forms::forms_service_client::FormsServiceClient::with_interceptor(
-            forms, token,
-        );
+        let forms =
+            mst_proto::forms::forms_internal_service_client::FormsInternalServiceClient::with_interceptor(
+                forms, token,
+            );
         let consumer = settings.consumer.clone();
         let infra = Infra::start_on(settings.common, listener, shutdown).await?;
         let oscars = app::Oscars::new(infra.db.clone(), infra.relay.clone(), forms);

@@ -44,7 +44,10 @@ pub const PROJET_FIELDS: &[(&str, &str)] = &[
     ("description", "p_objectif_general"),
     ("publics", "p_publics"),
     ("niveau_geographique", "p_niveau_geo"),
-    ("projet_details.commune_codes", "p_communes[].p_communes_commune"),
+    (
+        "projet_details.commune_codes",
+        "p_communes[].p_communes_commune",
+    ),
     ("commune_code", "p_communes[0].p_communes_commune"),
     ("start_date", "p_date_debut"),
     ("end_date", "p_date_fin"),
@@ -72,15 +75,24 @@ pub const ACTION_FIELDS: &[(&str, &str)] = &[
     ("end_date", "a_date_fin"),
     ("year", "year of a_date_debut"),
     ("action_details.type_action", "a_type_action"),
-    ("action_details.type_action_precision", "a_type_action_precision"),
+    (
+        "action_details.type_action_precision",
+        "a_type_action_precision",
+    ),
     ("action_details.objectifs", "a_objectifs"),
-    ("action_details.objectifs_precision", "a_objectifs_precision"),
+    (
+        "action_details.objectifs_precision",
+        "a_objectifs_precision",
+    ),
     ("description", "a_description"),
     ("publics", "a_public"),
     ("action_details.public_precision", "a_public_precision"),
     ("action_details.nom_lieu", "a_nom_lieu"),
     ("action_details.type_lieu", "a_type_lieu"),
-    ("action_details.type_lieu_precision", "a_type_lieu_precision"),
+    (
+        "action_details.type_lieu_precision",
+        "a_type_lieu_precision",
+    ),
     ("action_details.latitude/longitude", "a_adresse"),
     ("commune_code", "a_commune"),
     ("departement_code", "a_departement"),
@@ -141,7 +153,11 @@ struct Answers<'d> {
 
 impl<'d> Answers<'d> {
     fn new(dossier: &'d fpb::Dossier) -> Self {
-        let hidden: Vec<&str> = dossier.hidden_field_ids.iter().map(String::as_str).collect();
+        let hidden: Vec<&str> = dossier
+            .hidden_field_ids
+            .iter()
+            .map(String::as_str)
+            .collect();
         Self {
             champs: dossier
                 .champs
@@ -289,11 +305,14 @@ fn map_projet(
     .or_else(|| procedure_year(procedure_id))
     .unwrap_or_default();
     let objectif_general = a.text("p_objectif_general");
-    let objectifs = [objectif_general.clone(), a.text("p_objectifs_operationnels")]
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join("\n\n");
+    let objectifs = [
+        objectif_general.clone(),
+        a.text("p_objectifs_operationnels"),
+    ]
+    .into_iter()
+    .filter(|s| !s.is_empty())
+    .collect::<Vec<_>>()
+    .join("\n\n");
     let partenaires = a
         .rows("p_partenaires")
         .iter()
@@ -448,7 +467,6 @@ mod tests {
         fpb::Champ {
             field_id: id.into(),
             value: Some(fpb::ChampValue { value: Some(v) }),
-            ..Default::default()
         }
     }
 
@@ -507,7 +525,11 @@ mod tests {
                 champ(
                     "p_cofinancements",
                     V::Repetition(fpb::Repetition {
-                        rows: vec![row("a", "ARS"), row("b", ASSURANCE_MALADIE), row("c", "ARS")],
+                        rows: vec![
+                            row("a", "ARS"),
+                            row("b", ASSURANCE_MALADIE),
+                            row("c", "ARS"),
+                        ],
                     }),
                 ),
             ],

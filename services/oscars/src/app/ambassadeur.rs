@@ -179,7 +179,7 @@ pub fn is_siret(s: &str) -> bool {
     }
     let digits: Vec<u32> = s.bytes().map(|b| u32::from(b - b'0')).collect();
     if s.starts_with("356000000") {
-        return digits.iter().sum::<u32>() % 5 == 0;
+        return digits.iter().sum::<u32>().is_multiple_of(5);
     }
     let sum: u32 = digits
         .iter()
@@ -194,7 +194,7 @@ pub fn is_siret(s: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn is_commune_code(s: &str) -> bool {
@@ -950,7 +950,12 @@ impl Oscars {
             match set_field(&mut f, &c.field, value.clone()) {
                 Ok(()) => {
                     if before != value {
-                        recorded.push((c.field.clone(), get_field(&original, &c.field), before, value));
+                        recorded.push((
+                            c.field.clone(),
+                            get_field(&original, &c.field),
+                            before,
+                            value,
+                        ));
                     }
                 }
                 Err(message) => violations.push(Violation::new(at, message)),
@@ -976,7 +981,11 @@ impl Oscars {
         self.write_fiche(&txn, who, row, &mut f2, FeedEvent::Updated(changed))
             .await?;
         let now = Utc::now();
-        let role = if who.has(Role::Admin) { "admin" } else { "ambassadeur" };
+        let role = if who.has(Role::Admin) {
+            "admin"
+        } else {
+            "ambassadeur"
+        };
         let mut out = Vec::new();
         for (field, original, old_value, new_value) in recorded {
             let m = correction::Model {
@@ -1070,10 +1079,8 @@ impl Oscars {
                 "Indiquez un SIRET, un SIREN ou un nom",
             ));
         }
-        if !siret.is_empty()
-            && !(siret.len() == 9 && siret.bytes().all(|b| b.is_ascii_digit()))
-            && !is_siret(&siret)
-        {
+        let is_siren = siret.len() == 9 && siret.bytes().all(|b| b.is_ascii_digit());
+        if !(siret.is_empty() || is_siren || is_siret(&siret)) {
             return Err(ApiError::invalid(
                 "siret",
                 "Le SIRET doit compter 14 chiffres valides (ou le SIREN 9 chiffres)",
@@ -1129,7 +1136,11 @@ impl Oscars {
     }
 
     /// One promoteur.
-    pub async fn get_promoteur(&self, who: &Principal, id: &str) -> Result<pb::Promoteur, ApiError> {
+    pub async fn get_promoteur(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<pb::Promoteur, ApiError> {
         self.scope(who).await?;
         self.promoteur_view(id).await?.ok_or(ApiError::NotFound {
             resource: "promoteur",
@@ -1146,7 +1157,10 @@ impl Oscars {
     ) -> Result<pb::Promoteur, ApiError> {
         self.scope(who).await?;
         if !request_id.is_empty() && uuid::Uuid::parse_str(request_id).is_err() {
-            return Err(ApiError::invalid("request_id", "Identifiant de requête invalide (UUID attendu)"));
+            return Err(ApiError::invalid(
+                "request_id",
+                "Identifiant de requête invalide (UUID attendu)",
+            ));
         }
         if !request_id.is_empty()
             && let Some(found) = promoteur::Entity::find()
@@ -1155,10 +1169,13 @@ impl Oscars {
                 .await
                 .map_err(db_err)?
         {
-            return self.promoteur_view(&found.id).await?.ok_or(ApiError::NotFound {
-                resource: "promoteur",
-                id: found.id,
-            });
+            return self
+                .promoteur_view(&found.id)
+                .await?
+                .ok_or(ApiError::NotFound {
+                    resource: "promoteur",
+                    id: found.id,
+                });
         }
         let mut violations = Vec::new();
         validate_promoteur(&p, "promoteur.", &mut violations, None);
@@ -1182,7 +1199,10 @@ impl Oscars {
         let now = Utc::now();
         let m = promoteur::Model {
             id: uuid::Uuid::now_v7().to_string(),
-            siren: siret.as_deref().map(|s| s[..9].to_owned()).unwrap_or_default(),
+            siren: siret
+                .as_deref()
+                .map(|s| s[..9].to_owned())
+                .unwrap_or_default(),
             siret,
             raison_sociale: p.raison_sociale.trim().to_owned(),
             type_structure: p.type_structure.trim().to_owned(),
@@ -1417,7 +1437,10 @@ impl Oscars {
             active.update(&txn).await.map_err(db_err)?;
         }
         let mut s = surv.clone();
-        s.siren = siret.as_deref().map(|x| x[..9].to_owned()).unwrap_or_default();
+        s.siren = siret
+            .as_deref()
+            .map(|x| x[..9].to_owned())
+            .unwrap_or_default();
         s.siret = siret;
         s.aliases = serde_json::to_string(&aliases).unwrap_or_default();
         s.version += 1;
@@ -1784,8 +1807,16 @@ fn action_details(f: &mut ev::Fiche) -> Option<&mut ev::ActionDetails> {
 /// The value of field `path` of `f` (None when empty or not applicable).
 fn get_field(f: &ev::Fiche, path: &str) -> Option<Stored> {
     let mut f = f.clone();
-    let text = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty()).map(Stored::Text);
-    let list = |l: &[String]| Some(l.to_vec()).filter(|l| !l.is_empty()).map(Stored::Texts);
+    let text = |s: &str| {
+        Some(s.to_owned())
+            .filter(|s| !s.is_empty())
+            .map(Stored::Text)
+    };
+    let list = |l: &[String]| {
+        Some(l.to_vec())
+            .filter(|l| !l.is_empty())
+            .map(Stored::Texts)
+    };
     match path {
         "title" => text(&f.title),
         "start_date" => text(&f.start_date),
@@ -1840,7 +1871,9 @@ fn set_field(f: &mut ev::Fiche, path: &str, value: Option<Stored>) -> Result<(),
     } else if NUMBER_FIELDS.contains(&path) {
         "number"
     } else {
-        return Err(format!("Le champ « {path} » n'existe pas ou ne se corrige pas"));
+        return Err(format!(
+            "Le champ « {path} » n'existe pas ou ne se corrige pas"
+        ));
     };
     let is_projet = f.kind() == ev::DossierKind::Projet;
     if (path.starts_with("projet_details.") && !is_projet)
@@ -1887,9 +1920,7 @@ fn set_field(f: &mut ev::Fiche, path: &str, value: Option<Stored>) -> Result<(),
         "commune_code" if !text.is_empty() && !is_commune_code(&text) => {
             return Err("Code INSEE de commune invalide".into());
         }
-        "projet_details.departement_codes"
-            if list.iter().any(|d| !mapping::is_departement(d)) =>
-        {
+        "projet_details.departement_codes" if list.iter().any(|d| !mapping::is_departement(d)) => {
             return Err("Code de département inconnu".into());
         }
         "projet_details.commune_codes" if list.iter().any(|c| !is_commune_code(c)) => {
@@ -1979,8 +2010,20 @@ mod tests {
         assert!(set_field(&mut f, "status", None).is_err());
         assert!(set_field(&mut f, "title", Some(Stored::Number(1.0))).is_err());
         assert!(set_field(&mut f, "projet_details.contexte", None).is_err());
-        assert!(set_field(&mut f, "start_date", Some(Stored::Text("2024-02-30".into()))).is_err());
-        set_field(&mut f, "action_details.nom_lieu", Some(Stored::Text("Salle".into()))).unwrap();
+        assert!(
+            set_field(
+                &mut f,
+                "start_date",
+                Some(Stored::Text("2024-02-30".into()))
+            )
+            .is_err()
+        );
+        set_field(
+            &mut f,
+            "action_details.nom_lieu",
+            Some(Stored::Text("Salle".into())),
+        )
+        .unwrap();
         assert_eq!(
             get_field(&f, "action_details.nom_lieu"),
             Some(Stored::Text("Salle".into()))

@@ -9,11 +9,25 @@
 use chrono::Utc;
 use mst_bus::HandlerError;
 use mst_proto::events as ev;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel};
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel,
+};
 
 use super::{FeedEvent, Oscars, derived_id, enqueue, fiche_by_dossier, fiche_id_of, timestamp};
 use crate::mapping;
 use crate::store::{self, fiche, promoteur};
+
+/// When the status change happened: the fiche's timestamps follow the event, not the clock, so a
+/// replay rebuilds them identically.
+fn event_time(e: &ev::DossierStatusChanged) -> chrono::DateTime<Utc> {
+    e.metadata
+        .as_ref()
+        .and_then(|m| m.occurred_at.as_ref())
+        .and_then(|t| {
+            chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+        })
+        .unwrap_or_else(Utc::now)
+}
 
 fn transient(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Transient(anyhow::anyhow!("{e}"))
@@ -49,16 +63,14 @@ pub fn changed_fields(a: &ev::Fiche, b: &ev::Fiche) -> Vec<String> {
         internal
     );
     match (&a.details, &b.details) {
-        (Some(ev::fiche::Details::ActionDetails(x)), Some(ev::fiche::Details::ActionDetails(y)))
-            if x != y =>
-        {
-            out.push("action_details".into())
-        }
-        (Some(ev::fiche::Details::ProjetDetails(x)), Some(ev::fiche::Details::ProjetDetails(y)))
-            if x != y =>
-        {
-            out.push("projet_details".into())
-        }
+        (
+            Some(ev::fiche::Details::ActionDetails(x)),
+            Some(ev::fiche::Details::ActionDetails(y)),
+        ) if x != y => out.push("action_details".into()),
+        (
+            Some(ev::fiche::Details::ProjetDetails(x)),
+            Some(ev::fiche::Details::ProjetDetails(y)),
+        ) if x != y => out.push("projet_details".into()),
         _ => {}
     }
     out
@@ -87,7 +99,12 @@ impl Oscars {
                 .as_ref()
                 .map(|p| p.kind())
                 .unwrap_or(ev::DossierKind::Unspecified);
-            let dossier = self.read_dossier(e.number).await?;
+            let procedure_id = e
+                .procedure
+                .as_ref()
+                .map(|p| p.id.as_str())
+                .unwrap_or_default();
+            let dossier = self.read_dossier(procedure_id, e.number).await?;
             let kind = if kind == ev::DossierKind::Unspecified {
                 dossier
                     .procedure
@@ -114,20 +131,33 @@ impl Oscars {
         }
     }
 
-    async fn read_dossier(&self, number: i64) -> Result<mst_proto::forms::Dossier, HandlerError> {
+    /// Reads dossier `number` of `procedure_id` with its answers, through
+    /// `FormsInternalService/StreamDossiers` (the service-to-service read).
+    async fn read_dossier(
+        &self,
+        procedure_id: &str,
+        number: i64,
+    ) -> Result<mst_proto::forms::Dossier, HandlerError> {
+        use futures::StreamExt as _;
         let mut forms = self.forms.clone();
-        match forms
-            .get_dossier(mst_proto::forms::GetDossierRequest { number })
+        let mut stream = forms
+            .stream_dossiers(mst_proto::forms::StreamDossiersRequest {
+                procedure_id: procedure_id.to_owned(),
+                numbers: vec![number],
+                statuses: Vec::new(),
+            })
             .await
-        {
-            Ok(r) => r.into_inner().dossier.ok_or_else(|| {
-                HandlerError::Permanent(anyhow::anyhow!("forms answered no dossier {number}"))
-            }),
-            Err(s) if s.code() == tonic::Code::NotFound => Err(HandlerError::Permanent(
-                anyhow::anyhow!("dossier {number} not found in forms"),
-            )),
-            Err(s) => Err(transient(format!("reading dossier {number}: {s}"))),
+            .map_err(|s| transient(format!("reading dossier {number}: {s}")))?
+            .into_inner();
+        while let Some(item) = stream.next().await {
+            let item = item.map_err(|s| transient(format!("reading dossier {number}: {s}")))?;
+            if let Some(d) = item.dossier.filter(|d| d.number == number) {
+                return Ok(d);
+            }
         }
+        Err(HandlerError::Permanent(anyhow::anyhow!(
+            "dossier {number} not found in forms"
+        )))
     }
 
     async fn import(
@@ -138,7 +168,7 @@ impl Oscars {
         existing: Option<fiche::Model>,
         imported: mapping::Imported,
     ) -> Result<(), HandlerError> {
-        let now = Utc::now();
+        let now = event_time(e);
         let mut f = imported.fiche;
         f.status = ev::FicheStatus::Importe as i32;
         f.visible = false;
@@ -225,7 +255,7 @@ impl Oscars {
             save(txn, row).await?;
             return Ok(());
         }
-        let now = Utc::now();
+        let now = event_time(e);
         f.status = ev::FicheStatus::Retiree as i32;
         f.visible = false;
         f.version += 1;

@@ -22,8 +22,8 @@ use crate::store::{self, fiche};
 /// Producer name in event metadata.
 pub const PRODUCER: &str = "oscars";
 
-/// The forms public API with this service's token (reads dossiers with their answers).
-pub type FormsClient = mst_proto::forms::forms_service_client::FormsServiceClient<
+/// The forms internal API with this service's token (reads dossiers with their answers).
+pub type FormsClient = mst_proto::forms::forms_internal_service_client::FormsInternalServiceClient<
     InterceptedService<Channel, ServiceToken>,
 >;
 

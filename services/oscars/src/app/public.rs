@@ -138,9 +138,7 @@ impl Oscars {
             .all(self.db())
             .await
             .map_err(db_err)?;
-        rows.iter()
-            .map(|r| decoded(r).map(public_view))
-            .collect()
+        rows.iter().map(|r| decoded(r).map(public_view)).collect()
     }
 
     /// One visible fiche.
@@ -165,56 +163,53 @@ impl Oscars {
         csv: bool,
     ) -> impl futures::Stream<Item = Result<Vec<u8>, ApiError>> + Send + 'static {
         let this = self.clone();
-        futures::stream::unfold(
-            (Some(0u64), true),
-            move |(offset, first)| {
-                let this = this.clone();
-                let filter = filter.clone();
-                async move {
-                    let offset = offset?;
-                    let rows = match this.public_rows(&filter, offset, EXPORT_BATCH).await {
-                        Ok(rows) => rows,
-                        Err(e) => return Some((Err(e), (None, false))),
-                    };
-                    let last = (rows.len() as u64) < EXPORT_BATCH;
-                    let mut out = Vec::new();
-                    if first {
-                        if csv {
-                            out.extend_from_slice(csv_header().as_bytes());
-                        } else {
-                            out.push(b'[');
-                        }
-                    }
-                    for (i, f) in rows.iter().enumerate() {
-                        if csv {
-                            out.extend_from_slice(csv_line(f).as_bytes());
-                        } else {
-                            if !(first && i == 0) {
-                                out.push(b',');
-                            }
-                            match mst_proto::json::encode("mst.events.v1.Fiche", f) {
-                                Ok(j) => out.extend_from_slice(j.as_bytes()),
-                                Err(e) => {
-                                    return Some((
-                                        Err(ApiError::Unexpected(anyhow::anyhow!("{e}"))),
-                                        (None, false),
-                                    ));
-                                }
-                            }
-                        }
-                    }
-                    if last && !csv {
-                        out.push(b']');
-                    }
-                    let next = if last {
-                        None
+        futures::stream::unfold((Some(0u64), true), move |(offset, first)| {
+            let this = this.clone();
+            let filter = filter.clone();
+            async move {
+                let offset = offset?;
+                let rows = match this.public_rows(&filter, offset, EXPORT_BATCH).await {
+                    Ok(rows) => rows,
+                    Err(e) => return Some((Err(e), (None, false))),
+                };
+                let last = (rows.len() as u64) < EXPORT_BATCH;
+                let mut out = Vec::new();
+                if first {
+                    if csv {
+                        out.extend_from_slice(csv_header().as_bytes());
                     } else {
-                        Some(offset + EXPORT_BATCH)
-                    };
-                    Some((Ok(out), (next, false)))
+                        out.push(b'[');
+                    }
                 }
-            },
-        )
+                for (i, f) in rows.iter().enumerate() {
+                    if csv {
+                        out.extend_from_slice(csv_line(f).as_bytes());
+                    } else {
+                        if !(first && i == 0) {
+                            out.push(b',');
+                        }
+                        match mst_proto::json::encode("mst.events.v1.Fiche", f) {
+                            Ok(j) => out.extend_from_slice(j.as_bytes()),
+                            Err(e) => {
+                                return Some((
+                                    Err(ApiError::Unexpected(anyhow::anyhow!("{e}"))),
+                                    (None, false),
+                                ));
+                            }
+                        }
+                    }
+                }
+                if last && !csv {
+                    out.push(b']');
+                }
+                let next = if last {
+                    None
+                } else {
+                    Some(offset + EXPORT_BATCH)
+                };
+                Some((Ok(out), (next, false)))
+            }
+        })
     }
 }
 
