@@ -42,7 +42,7 @@ async fn load_builtin(stack: &Stack, id: &str) -> pb::LoadProcedureResponse {
 }
 
 /// Clears the closing date of `procedure` (the shipped definitions close in 2024).
-async fn clear_closing_date(stack: &Stack, procedure: &pb::Procedure) -> pb::Procedure {
+pub(crate) async fn clear_closing_date(stack: &Stack, procedure: &pb::Procedure) -> pb::Procedure {
     let mut request = pb::UpdateProcedureRequest {
         procedure_id: procedure.id.clone(),
         expected_version: procedure.version,

@@ -26,8 +26,8 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt as _;
 
 use crate::mst_procedures::{
-    ACTION, INSTRUCTEUR_13, PROJET, PROMOTEUR, autosave, choice, cpam_of, marseille_address, multi,
-    open_procedures, pdf, roster_groupe, siret, try_create, upload_pdf,
+    ACTION, INSTRUCTEUR_13, PROJET, PROMOTEUR, autosave, choice, clear_closing_date, cpam_of,
+    marseille_address, multi, open_procedures, pdf, roster_groupe, siret, try_create, upload_pdf,
 };
 use crate::support::*;
 
@@ -170,7 +170,19 @@ struct Accepted {
 
 /// A realistic Projet, filled and deposited.
 async fn deposit_projet(stack: &Stack, siret: &str, cpam: &str) -> i64 {
-    let d = try_create(stack, PROMOTEUR, PROJET).await.unwrap();
+    deposit_projet_of(stack, PROJET, 2024, siret, cpam, PROJET_TITLE).await
+}
+
+/// A realistic Projet of `procedure` (edition `year`), filled and deposited.
+async fn deposit_projet_of(
+    stack: &Stack,
+    procedure: &str,
+    year: i64,
+    siret: &str,
+    cpam: &str,
+    title: &str,
+) -> i64 {
+    let d = try_create(stack, PROMOTEUR, procedure).await.unwrap();
     let mut patches = vec![
         set("p_siret", V::Siret(siret.into())),
         set("p_raison_sociale", text(STRUCTURE)),
@@ -186,8 +198,8 @@ async fn deposit_projet(stack: &Stack, siret: &str, cpam: &str) -> i64 {
         set("p_region", V::Region("93".into())),
         set("p_departement", V::Departement("13".into())),
         set("p_cpam", choice(cpam)),
-        set("p_titre", text(PROJET_TITLE)),
-        set("p_edition", V::Integer(2024)),
+        set("p_titre", text(title)),
+        set("p_edition", V::Integer(year)),
         set("p_renouvellement", V::YesNo(false)),
         set(
             "p_contexte",
@@ -216,8 +228,8 @@ async fn deposit_projet(stack: &Stack, siret: &str, cpam: &str) -> i64 {
             "p_communes_commune",
             V::Commune("13055".into()),
         ),
-        set("p_date_debut", V::Date("2024-10-07".into())),
-        set("p_date_fin", V::Date("2024-11-29".into())),
+        set("p_date_debut", V::Date(format!("{year}-10-07"))),
+        set("p_date_fin", V::Date(format!("{year}-11-29"))),
         set("p_nb_actions", V::Integer(2)),
         set("p_nb_personnes_prevues", V::Integer(450)),
         set("p_avec_partenaires", V::YesNo(true)),
@@ -1482,5 +1494,201 @@ async fn repasser_en_instruction_withdraws_the_fiche_from_the_public_api_and_acc
     );
     assert!(!items[4].fiche.visible);
     assert_eq!(feed.pending().await, 0);
+    stack.stop(Duration::from_secs(10)).await.unwrap();
+}
+
+/// The shipped 2024 Projet procedure as last year's (every "2024" read as "2023"), loaded,
+/// published and open.
+async fn open_last_years_projet(stack: &Stack) -> String {
+    let json = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../services/forms/procedures/mst-2024-projet.json"
+    ))
+    .unwrap()
+    .replace("2024", "2023");
+    let definition: mst_proto::forms::ProcedureDefinition =
+        mst_proto::json::decode("mst.forms.v1.ProcedureDefinition", &json).unwrap();
+    let loaded = forms_admin(stack)
+        .await
+        .load_procedure(admin(mst_proto::forms::LoadProcedureRequest {
+            source: Some(mst_proto::forms::load_procedure_request::Source::Definition(definition)),
+            publish: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let procedure = loaded.procedure.unwrap();
+    clear_closing_date(stack, &procedure).await;
+    procedure.id
+}
+
+#[tokio::test]
+async fn a_renewed_projet_is_chained_to_last_years_and_the_public_fiche_shows_it() {
+    let stack = Stack::start().await.unwrap();
+    open_procedures(&stack).await;
+    let last_year = open_last_years_projet(&stack).await;
+    assert_eq!(last_year, "mst-2023-projet");
+    let cpam = cpam_of("13");
+    roster_groupe(&stack, &cpam, "13").await;
+    configure_ambassadeurs(&stack).await;
+    let ours = siret("78452316", "0001");
+    let theirs = siret("41236587", "0002");
+    let title_2023 = "Mois sans tabac 2023 dans les quartiers Nord de Marseille";
+    let old = deposit_projet_of(&stack, &last_year, 2023, &ours, &cpam, title_2023).await;
+    let unrelated = deposit_projet_of(
+        &stack,
+        &last_year,
+        2023,
+        &theirs,
+        &cpam,
+        "Ateliers d'aide à l'arrêt en entreprise",
+    )
+    .await;
+    let renewed = deposit_projet(&stack, &ours, &cpam).await;
+    for n in [old, unrelated, renewed] {
+        accept(&stack, n).await;
+    }
+    let old_fiche = fiche_of(&stack, old, 1).await;
+    let unrelated_fiche = fiche_of(&stack, unrelated, 1).await;
+    let f = fiche_of(&stack, renewed, 1).await;
+    assert_eq!((old_fiche.year, f.year), (2023, 2024));
+    let mut client = oscars(&stack).await;
+
+    // Last year's fiche of the same SIRET with a similar title comes first.
+    let s = client
+        .suggest_previous_year(paca(pb::SuggestPreviousYearRequest {
+            fiche_id: f.id.clone(),
+            limit: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .suggestions;
+    assert_eq!(s[0].fiche.as_ref().unwrap().fiche_id, old_fiche.id, "{s:?}");
+    assert!(
+        s[0].reasons
+            .contains(&(pb::SuggestionReason::SameSiret as i32))
+    );
+    assert!(
+        s[0].reasons
+            .contains(&(pb::SuggestionReason::SimilarTitle as i32))
+    );
+    assert!(
+        s.iter()
+            .skip(1)
+            .all(|x| x.score < s[0].score && x.fiche.as_ref().unwrap().fiche_id != f.id)
+    );
+    assert!(
+        s.iter()
+            .all(|x| x.fiche.as_ref().unwrap().fiche_id != unrelated_fiche.id
+                || x.score < s[0].score)
+    );
+
+    // Not itself, not a later year.
+    for (fiche, previous) in [(&f, &f), (&old_fiche, &f)] {
+        let err = client
+            .chain_to_previous(paca(pb::ChainToPreviousRequest {
+                fiche_id: fiche.id.clone(),
+                expected_version: fiche.version,
+                previous_fiche_id: previous.id.clone(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert_eq!(
+            err.get_details_bad_request().unwrap().field_violations[0].field,
+            "previous_fiche_id"
+        );
+    }
+    let chained = client
+        .chain_to_previous(paca(pb::ChainToPreviousRequest {
+            fiche_id: f.id.clone(),
+            expected_version: f.version,
+            previous_fiche_id: old_fiche.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .fiche
+        .unwrap();
+    let p = client
+        .create_promoteur(paca(pb::CreatePromoteurRequest {
+            promoteur: Some(pb::Promoteur {
+                siret: ours.clone(),
+                raison_sociale: "Association Souffle".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .promoteur
+        .unwrap();
+    let attached = client
+        .attach_promoteur(paca(pb::AttachPromoteurRequest {
+            fiche_id: f.id.clone(),
+            expected_version: chained.version,
+            promoteur_id: p.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .fiche
+        .unwrap();
+    client
+        .publish_fiche(paca(pb::PublishFicheRequest {
+            fiche_id: f.id.clone(),
+            expected_version: attached.version,
+        }))
+        .await
+        .unwrap();
+
+    // The public fiche: "Action chaînée avec : {titre} - {année}".
+    let mut pub_client = public(&stack).await;
+    let shown = pub_client
+        .get_public_fiche(pb::GetPublicFicheRequest {
+            fiche_id: f.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .fiche
+        .unwrap();
+    let link = shown.chained_previous.unwrap();
+    assert_eq!((link.title.as_str(), link.year), (title_2023, 2023));
+    let mut stream = pub_client
+        .export_public_fiches(pb::ExportPublicFichesRequest {
+            filter: Some(pb::PublicFicheFilter {
+                year: Some(2024),
+                ..Default::default()
+            }),
+            format: pb::PublicExportFormat::Csv as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut body = Vec::new();
+    while let Some(m) = stream.next().await {
+        if let Some(pb::export_public_fiches_response::Payload::Chunk(c)) = m.unwrap().payload {
+            body.extend(c);
+        }
+    }
+    let body = String::from_utf8(body).unwrap();
+    assert!(
+        body.lines()
+            .next()
+            .unwrap()
+            .ends_with("Action chaînée avec")
+    );
+    assert!(body.contains(&format!("{title_2023} - 2023")), "{body}");
+    // Last year's fiche is not visible: the public API does not show it.
+    let err = pub_client
+        .get_public_fiche(pb::GetPublicFicheRequest {
+            fiche_id: old_fiche.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }
