@@ -1421,7 +1421,24 @@ async fn repasser_en_instruction_withdraws_the_fiche_from_the_public_api_and_acc
         "the merge re-pointed the fiche"
     );
 
-    // Published, then the dossier goes back en instruction: withdrawn.
+    // A correction, then published; then the dossier goes back en instruction: withdrawn.
+    let corrected_title = "Mois sans tabac 2024 – quartiers Nord de Marseille";
+    let f = client
+        .correct_fiche(paca(pb::CorrectFicheRequest {
+            fiche_id: f.id.clone(),
+            expected_version: f.version,
+            corrections: vec![pb::FieldCorrection {
+                field: "title".into(),
+                value: Some(pb::FicheFieldValue {
+                    value: Some(pb::fiche_field_value::Value::Text(corrected_title.into())),
+                }),
+            }],
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .fiche
+        .unwrap();
     let published = client
         .publish_fiche(paca(pb::PublishFicheRequest {
             fiche_id: f.id.clone(),
@@ -1471,10 +1488,15 @@ async fn repasser_en_instruction_withdraws_the_fiche_from_the_public_api_and_acc
     assert_eq!(again.status(), ev::FicheStatus::Importe);
     assert!(!again.visible);
     assert_eq!(again.promoteur_id, survivor.id, "the attachment is kept");
+    assert_eq!(
+        again.title, corrected_title,
+        "a correction of a field the dossier did not change is kept"
+    );
+    assert_eq!(again.description, f.description);
 
-    // The feed: imported, attached, re-pointed, published, withdrawn (dossier left accepté),
-    // updated (accepted again).
-    let items = feed.take(6).await;
+    // The feed: imported, attached, re-pointed, corrected, published, withdrawn (dossier left
+    // accepté), updated (accepted again).
+    let items = feed.take(7).await;
     assert_once_and_in_order(&items);
     let subjects: Vec<&str> = items.iter().map(|i| i.subject.as_str()).collect();
     assert_eq!(
@@ -1483,16 +1505,17 @@ async fn repasser_en_instruction_withdraws_the_fiche_from_the_public_api_and_acc
             ev::OscarsFicheImported::SUBJECT,
             ev::OscarsFicheUpdated::SUBJECT,
             ev::OscarsFicheUpdated::SUBJECT,
+            ev::OscarsFicheUpdated::SUBJECT,
             ev::OscarsFichePublished::SUBJECT,
             ev::OscarsFicheWithdrawn::SUBJECT,
             ev::OscarsFicheUpdated::SUBJECT,
         ]
     );
     assert_eq!(
-        items[4].reason,
+        items[5].reason,
         ev::FicheWithdrawalReason::DossierLeftAccepte as i32
     );
-    assert!(!items[4].fiche.visible);
+    assert!(!items[5].fiche.visible);
     assert_eq!(feed.pending().await, 0);
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }

@@ -80,7 +80,7 @@ pub struct FicheView {
 /// A stored correction value (JSON of a `FicheFieldValue`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum Stored {
+pub(crate) enum Stored {
     Text(String),
     Texts(Vec<String>),
     Number(f64),
@@ -1755,6 +1755,15 @@ fn validate_promoteur(
     }
 }
 
+/// Every field a correction may change.
+pub(crate) fn correctable_fields() -> impl Iterator<Item = &'static str> {
+    TEXT_FIELDS
+        .iter()
+        .chain(LIST_FIELDS)
+        .chain(NUMBER_FIELDS)
+        .copied()
+}
+
 /// Text fields a correction may change.
 const TEXT_FIELDS: &[&str] = &[
     "title",
@@ -1805,7 +1814,7 @@ fn action_details(f: &mut ev::Fiche) -> Option<&mut ev::ActionDetails> {
 }
 
 /// The value of field `path` of `f` (None when empty or not applicable).
-fn get_field(f: &ev::Fiche, path: &str) -> Option<Stored> {
+pub(crate) fn get_field(f: &ev::Fiche, path: &str) -> Option<Stored> {
     let mut f = f.clone();
     let text = |s: &str| {
         Some(s.to_owned())
@@ -1863,7 +1872,11 @@ fn get_field(f: &ev::Fiche, path: &str) -> Option<Stored> {
 }
 
 /// Sets field `path` of `f` to `value` (None clears it); a French message when refused.
-fn set_field(f: &mut ev::Fiche, path: &str, value: Option<Stored>) -> Result<(), String> {
+pub(crate) fn set_field(
+    f: &mut ev::Fiche,
+    path: &str,
+    value: Option<Stored>,
+) -> Result<(), String> {
     let kind = if TEXT_FIELDS.contains(&path) {
         "text"
     } else if LIST_FIELDS.contains(&path) {

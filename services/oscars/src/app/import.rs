@@ -13,6 +13,7 @@ use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel,
 };
 
+use super::ambassadeur::{correctable_fields, get_field, set_field};
 use super::{FeedEvent, Oscars, derived_id, enqueue, fiche_by_dossier, fiche_id_of, timestamp};
 use crate::mapping;
 use crate::store::{self, fiche, promoteur};
@@ -225,8 +226,20 @@ impl Oscars {
                 }
                 f.version = old.version + 1;
                 f.updated_at = Some(timestamp(now));
-                let changed = changed_fields(&old, &f);
+                // The ambassadeurs' corrections survive where the dossier did not change the
+                // field since the previous import.
                 let original = f.clone();
+                let previous_original = store::decode(&row.original).map_err(transient)?;
+                for path in correctable_fields() {
+                    let now_imported = get_field(&f, path);
+                    let kept = get_field(&old, path);
+                    if now_imported == get_field(&previous_original, path) && now_imported != kept {
+                        set_field(&mut f, path, kept).map_err(|e| {
+                            HandlerError::Permanent(anyhow::anyhow!("re-applying {path}: {e}"))
+                        })?;
+                    }
+                }
+                let changed = changed_fields(&old, &f);
                 let mut row = row;
                 fiche::columns(&mut row, &f);
                 row.original = prost::Message::encode_to_vec(&original);
