@@ -1715,3 +1715,265 @@ async fn a_renewed_projet_is_chained_to_last_years_and_the_public_fiche_shows_it
     assert_eq!(err.code(), Code::NotFound);
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_ambassadeur_hides_a_fiche_edits_its_promoteur_and_reads_the_corrections() {
+    let stack = Stack::start().await.unwrap();
+    let mut feed = Subscriber::new(&stack, "oscars-hide").await;
+    let a = accepted_projet_and_actions(&stack, false).await;
+    let mut client = oscars(&stack).await;
+    let f = fiche_of(&stack, a.projet, 1).await;
+
+    // The ambassadeur sees his région's configuration only; an admin sees both.
+    let mine = client
+        .list_ambassadeurs(paca(pb::ListAmbassadeursRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .regions;
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].ambassadeurs[0].email, AMBASSADEUR_PACA);
+    let all = client
+        .list_ambassadeurs(admin(pb::ListAmbassadeursRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .regions;
+    assert_eq!(all.len(), 2);
+    let err = client
+        .set_ambassadeurs(admin(pb::SetAmbassadeursRequest {
+            region_code: "99".into(),
+            expected_version: 0,
+            ambassadeurs: vec![pb::Ambassadeur {
+                email: "pas-une-adresse".into(),
+                structure: String::new(),
+            }],
+        }))
+        .await
+        .unwrap_err();
+    let fields: Vec<String> = err
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(fields, ["region_code", "ambassadeurs[0].email"]);
+    let err = client
+        .set_ambassadeurs(admin(pb::SetAmbassadeursRequest {
+            region_code: "93".into(),
+            expected_version: 0,
+            ambassadeurs: vec![],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "a stale région version");
+
+    let p = client
+        .create_promoteur(paca(pb::CreatePromoteurRequest {
+            promoteur: Some(pb::Promoteur {
+                siret: a.siret.clone(),
+                raison_sociale: "Association Souffle".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .promoteur
+        .unwrap();
+    let f = client
+        .attach_promoteur(paca(pb::AttachPromoteurRequest {
+            fiche_id: f.id.clone(),
+            expected_version: f.version,
+            promoteur_id: p.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .fiche
+        .unwrap();
+    let mut version = f.version;
+    for (title, description) in [
+        ("Premier titre corrigé", "Première description"),
+        ("Second titre corrigé", "Première description"),
+    ] {
+        version = client
+            .correct_fiche(paca(pb::CorrectFicheRequest {
+                fiche_id: f.id.clone(),
+                expected_version: version,
+                corrections: vec![
+                    pb::FieldCorrection {
+                        field: "title".into(),
+                        value: Some(pb::FicheFieldValue {
+                            value: Some(pb::fiche_field_value::Value::Text(title.into())),
+                        }),
+                    },
+                    pb::FieldCorrection {
+                        field: "description".into(),
+                        value: Some(pb::FicheFieldValue {
+                            value: Some(pb::fiche_field_value::Value::Text(description.into())),
+                        }),
+                    },
+                ],
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .fiche
+            .unwrap()
+            .version;
+    }
+    // Three changes recorded (the unchanged description of the second call is not), newest
+    // first, each with the value the dossier had.
+    let page = client
+        .list_corrections(paca(pb::ListCorrectionsRequest {
+            fiche_id: f.id.clone(),
+            page_size: 2,
+            page_token: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.corrections.len(), 2);
+    assert_eq!(page.corrections[0].field, "title");
+    let text_of = |v: &Option<pb::FicheFieldValue>| match v.as_ref().and_then(|v| v.value.clone()) {
+        Some(pb::fiche_field_value::Value::Text(t)) => t,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        text_of(&page.corrections[0].old_value),
+        "Premier titre corrigé"
+    );
+    assert_eq!(text_of(&page.corrections[0].original_value), PROJET_TITLE);
+    let rest = client
+        .list_corrections(paca(pb::ListCorrectionsRequest {
+            fiche_id: f.id.clone(),
+            page_size: 2,
+            page_token: page.next_page_token.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.corrections.len(), 1);
+    assert!(rest.next_page_token.is_empty());
+    let view = client
+        .get_fiche(paca(pb::GetFicheRequest {
+            fiche_id: f.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(view.correction_count, 3);
+    assert!(view.missing_for_publication.is_empty());
+
+    // Published, then hidden: out of the public API, a withdrawal on the feed.
+    let published = client
+        .publish_fiche(paca(pb::PublishFicheRequest {
+            fiche_id: f.id.clone(),
+            expected_version: version,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .fiche
+        .unwrap();
+    let err = client
+        .publish_fiche(paca(pb::PublishFicheRequest {
+            fiche_id: f.id.clone(),
+            expected_version: published.version,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "already visible");
+    let hidden = client
+        .hide_fiche(paca(pb::HideFicheRequest {
+            fiche_id: f.id.clone(),
+            expected_version: published.version,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .fiche
+        .unwrap();
+    assert_eq!(hidden.status(), ev::FicheStatus::EnCours);
+    let err = public(&stack)
+        .await
+        .get_public_fiche(pb::GetPublicFicheRequest {
+            fiche_id: f.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // Editing the promoteur refreshes the fiche that shows it.
+    let p = client
+        .get_promoteur(paca(pb::GetPromoteurRequest {
+            promoteur_id: p.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .promoteur
+        .unwrap();
+    let err = client
+        .update_promoteur(paca(pb::UpdatePromoteurRequest {
+            promoteur_id: p.id.clone(),
+            expected_version: p.version,
+            promoteur: Some(pb::Promoteur {
+                email: "pas une adresse".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["email".into(), "version".into()],
+            }),
+        }))
+        .await
+        .unwrap_err();
+    let fields: Vec<String> = err
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(fields, ["promoteur.email", "update_mask.paths[1]"]);
+    let updated = client
+        .update_promoteur(paca(pb::UpdatePromoteurRequest {
+            promoteur_id: p.id.clone(),
+            expected_version: p.version,
+            promoteur: Some(pb::Promoteur {
+                telephone: "04 91 00 00 00".into(),
+                site_web: "https://asso-souffle.fr".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["telephone".into(), "site_web".into()],
+            }),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .promoteur
+        .unwrap();
+    assert_eq!(updated.version, p.version + 1);
+    let refreshed = fiche_of(&stack, a.projet, hidden.version + 1).await;
+    assert_eq!(
+        refreshed.promoteur.unwrap().site_web,
+        "https://asso-souffle.fr"
+    );
+
+    // imported, attached, corrected ×2, published, hidden, promoteur edited.
+    let items = feed.take(7).await;
+    assert_once_and_in_order(&items);
+    assert_eq!(items[5].subject, ev::OscarsFicheWithdrawn::SUBJECT);
+    assert_eq!(
+        items[5].reason,
+        ev::FicheWithdrawalReason::HiddenByAmbassadeur as i32
+    );
+    let changed = &items[6];
+    assert_eq!(changed.subject, ev::OscarsFicheUpdated::SUBJECT);
+    assert_eq!(feed.pending().await, 0);
+    stack.stop(Duration::from_secs(10)).await.unwrap();
+}
