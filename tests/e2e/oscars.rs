@@ -1130,6 +1130,51 @@ async fn an_ambassadeur_of_another_region_can_neither_see_nor_touch_the_fiche() 
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }
 
+/// Another oscars service on the stack's NATS and forms, on its own fresh database, with extra
+/// settings.
+struct ExtraOscars {
+    url: String,
+    shutdown: mst_kit::Shutdown,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _db: mst_testkit::TestDb,
+}
+
+impl ExtraOscars {
+    async fn start(stack: &Stack, extra: &[(&str, &str)]) -> Self {
+        let db = mst_testkit::TestDb::new().await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut env = mst_kit::config::Env::from_map([
+            ("MST_DATABASE_URL", db.url().to_owned()),
+            ("MST_NATS_URL", stack.nats.url()),
+            ("MST_NATS_STREAM", stack.prefix.to_uppercase()),
+            ("MST_NATS_SUBJECT_PREFIX", stack.prefix.clone()),
+            ("MST_SHUTDOWN_GRACE_SECS", "5".to_owned()),
+            ("MST_FORMS_URL", stack.service("forms").url()),
+        ]);
+        for (k, v) in extra {
+            env.set(*k, *v);
+        }
+        let settings = mst_oscars::Settings::from_env(&mut env);
+        env.finish().unwrap();
+        let shutdown = mst_kit::Shutdown::new();
+        let app = mst_oscars::App::build_on(settings, listener, shutdown.clone())
+            .await
+            .unwrap();
+        Self {
+            url,
+            shutdown,
+            task: tokio::spawn(app.run()),
+            _db: db,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.trigger();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 /// The `DossierStatusChanged` to accepté of dossier `number`, as stored on the stream.
 async fn acceptance_message(stack: &Stack, number: i64) -> async_nats::jetstream::Message {
     let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
@@ -1261,26 +1306,8 @@ async fn the_same_acceptance_delivered_three_times_yields_one_fiche_and_a_full_r
 
     // A full replay: a new oscars service on an empty database, with its own durable consumer,
     // rebuilds the same fiches from the stream.
-    let db = mst_testkit::TestDb::new().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let mut env = mst_kit::config::Env::from_map([
-        ("MST_DATABASE_URL", db.url().to_owned()),
-        ("MST_NATS_URL", stack.nats.url()),
-        ("MST_NATS_STREAM", stack.prefix.to_uppercase()),
-        ("MST_NATS_SUBJECT_PREFIX", stack.prefix.clone()),
-        ("MST_SHUTDOWN_GRACE_SECS", "5".to_owned()),
-        ("MST_FORMS_URL", stack.service("forms").url()),
-        ("MST_OSCARS_CONSUMER", "oscars-replay".to_owned()),
-    ]);
-    let settings = mst_oscars::Settings::from_env(&mut env);
-    env.finish().unwrap();
-    let shutdown = mst_kit::Shutdown::new();
-    let app = mst_oscars::App::build_on(settings, listener, shutdown.clone())
-        .await
-        .unwrap();
-    let task = tokio::spawn(app.run());
-    let mut replayed = oscars_at(url).await;
+    let extra = ExtraOscars::start(&stack, &[("MST_OSCARS_CONSUMER", "oscars-replay")]).await;
+    let mut replayed = oscars_at(extra.url.clone()).await;
     let rebuilt = eventually("the replay", || {
         let mut replayed = replayed.clone();
         let before = before.clone();
@@ -1304,8 +1331,7 @@ async fn the_same_acceptance_delivered_three_times_yields_one_fiche_and_a_full_r
     assert_eq!(restored.siret, a.siret);
     // The replay republished nothing new: its events carry the ids of the first run.
     assert_eq!(feed.pending().await, 0);
-    shutdown.trigger();
-    task.await.unwrap().unwrap();
+    extra.stop().await;
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }
 
@@ -1975,5 +2001,41 @@ async fn an_ambassadeur_hides_a_fiche_edits_its_promoteur_and_reads_the_correcti
     let changed = &items[6];
     assert_eq!(changed.subject, ev::OscarsFicheUpdated::SUBJECT);
     assert_eq!(feed.pending().await, 0);
+    stack.stop(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_public_api_limits_each_client_address_to_its_budget() {
+    let stack = Stack::start().await.unwrap();
+    let extra = ExtraOscars::start(
+        &stack,
+        &[
+            ("MST_OSCARS_CONSUMER", "oscars-limited"),
+            ("MST_OSCARS_PUBLIC_RATE", "0.001"),
+            ("MST_OSCARS_PUBLIC_BURST", "2"),
+        ],
+    )
+    .await;
+    let mut client = OscarsPublicServiceClient::new(channel(extra.url.clone()).await);
+    for _ in 0..2 {
+        client
+            .list_public_fiches(pb::ListPublicFichesRequest::default())
+            .await
+            .unwrap();
+    }
+    let err = client
+        .list_public_fiches(pb::ListPublicFichesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    let err = client
+        .export_public_fiches(pb::ExportPublicFichesRequest {
+            filter: None,
+            format: pb::PublicExportFormat::Csv as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    extra.stop().await;
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }

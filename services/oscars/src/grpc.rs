@@ -14,6 +14,7 @@ use mst_proto::oscars::oscars_service_server::OscarsService;
 use tonic::{Request, Response, Status};
 
 use crate::app::Oscars;
+use crate::ratelimit::RateLimiter;
 
 /// `OscarsService` handlers.
 #[derive(Clone, Debug)]
@@ -378,12 +379,24 @@ impl OscarsService for Api {
 #[derive(Clone, Debug)]
 pub struct PublicApi {
     oscars: Oscars,
+    limiter: RateLimiter,
 }
 
 impl PublicApi {
-    /// Handlers over `oscars`.
-    pub fn new(oscars: Oscars) -> Self {
-        Self { oscars }
+    /// Handlers over `oscars`, each client address limited by `limiter`.
+    pub fn new(oscars: Oscars, limiter: RateLimiter) -> Self {
+        Self { oscars, limiter }
+    }
+
+    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let client = request.remote_addr().map(|a| a.ip());
+        if self.limiter.allow(client, std::time::Instant::now()) {
+            Ok(())
+        } else {
+            Err(Status::resource_exhausted(
+                "trop de requêtes : réessayez dans quelques secondes",
+            ))
+        }
     }
 }
 
@@ -401,6 +414,7 @@ impl OscarsPublicService for PublicApi {
         &self,
         request: Request<pb::ListPublicFichesRequest>,
     ) -> Result<Response<pb::ListPublicFichesResponse>, Status> {
+        self.admit(&request)?;
         let pb::ListPublicFichesRequest {
             filter,
             page_size,
@@ -422,6 +436,7 @@ impl OscarsPublicService for PublicApi {
         &self,
         request: Request<pb::GetPublicFicheRequest>,
     ) -> Result<Response<pb::GetPublicFicheResponse>, Status> {
+        self.admit(&request)?;
         let pb::GetPublicFicheRequest { fiche_id } = request.into_inner();
         required_id("fiche_id", &fiche_id)?;
         let fiche = self.oscars.public_get(&fiche_id).await?;
@@ -437,6 +452,7 @@ impl OscarsPublicService for PublicApi {
         &self,
         request: Request<pb::ExportPublicFichesRequest>,
     ) -> Result<Response<ExportStream>, Status> {
+        self.admit(&request)?;
         let pb::ExportPublicFichesRequest { filter, format } = request.into_inner();
         let csv = match pb::PublicExportFormat::try_from(format) {
             Ok(pb::PublicExportFormat::Csv) => true,

@@ -9,6 +9,7 @@ pub mod app;
 pub mod events;
 pub mod grpc;
 pub mod mapping;
+pub mod ratelimit;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -34,6 +35,11 @@ pub struct Settings {
     /// Name of the durable consumer (`MST_OSCARS_CONSUMER`, default `oscars`). A new name on an
     /// empty database replays the stream from the start and rebuilds every fiche.
     pub consumer: String,
+    /// Requests per second per client address on the public API (`MST_OSCARS_PUBLIC_RATE`,
+    /// default 20; 0 disables the limit).
+    pub public_rate: f64,
+    /// Requests a client may make at once (`MST_OSCARS_PUBLIC_BURST`, default 40).
+    pub public_burst: f64,
 }
 
 impl Settings {
@@ -43,6 +49,8 @@ impl Settings {
             common: CommonSettings::from_env(env, SERVICE, DEFAULT_ADDR),
             forms_url: env.or("MST_FORMS_URL", "http://127.0.0.1:50051".to_owned()),
             consumer: env.or("MST_OSCARS_CONSUMER", SERVICE.to_owned()),
+            public_rate: env.or("MST_OSCARS_PUBLIC_RATE", 20.0),
+            public_burst: env.or("MST_OSCARS_PUBLIC_BURST", 40.0),
         }
     }
 }
@@ -58,6 +66,7 @@ impl AsRef<CommonSettings> for Settings {
 pub struct App {
     infra: Infra,
     oscars: app::Oscars,
+    limiter: ratelimit::RateLimiter,
 }
 
 impl App {
@@ -84,13 +93,18 @@ impl App {
                 forms, token,
             );
         let consumer = settings.consumer.clone();
+        let limiter = ratelimit::RateLimiter::new(settings.public_rate, settings.public_burst);
         let infra = Infra::start_on(settings.common, listener, shutdown).await?;
         let oscars = app::Oscars::new(infra.db.clone(), infra.relay.clone(), forms);
         infra.spawn_consumer(
             events::spec(&consumer),
             events::OscarsEvents::new(oscars.clone()),
         );
-        Ok(Self { infra, oscars })
+        Ok(Self {
+            infra,
+            oscars,
+            limiter,
+        })
     }
 
     /// Where the gRPC server listens.
@@ -116,6 +130,7 @@ impl RunService for App {
             ))
             .add_service(OscarsPublicServiceServer::new(grpc::PublicApi::new(
                 self.oscars.clone(),
+                self.limiter.clone(),
             )));
         self.infra.serve(server).await
     }
