@@ -1201,7 +1201,7 @@ impl Oscars {
             id: uuid::Uuid::now_v7().to_string(),
             siren: siret
                 .as_deref()
-                .map(|s| s[..9].to_owned())
+                .map(|s| s.chars().take(9).collect())
                 .unwrap_or_default(),
             siret,
             raison_sociale: p.raison_sociale.trim().to_owned(),
@@ -1439,7 +1439,7 @@ impl Oscars {
         let mut s = surv.clone();
         s.siren = siret
             .as_deref()
-            .map(|x| x[..9].to_owned())
+            .map(|x| x.chars().take(9).collect())
             .unwrap_or_default();
         s.siret = siret;
         s.aliases = serde_json::to_string(&aliases).unwrap_or_default();
