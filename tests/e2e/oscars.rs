@@ -101,6 +101,7 @@ async fn all_fiches(client: &mut OscarsServiceClient<Channel>) -> BTreeMap<i64, 
             ev::FicheStatus::Visible as i32,
             ev::FicheStatus::Retiree as i32,
         ],
+        region_code: "93".into(),
         ..Default::default()
     };
     client
@@ -1107,6 +1108,15 @@ async fn an_ambassadeur_of_another_region_can_neither_see_nor_touch_the_fiche() 
         let err = client.get_fiche(request).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied);
     }
+    // An admin names the région of the work queue he reads.
+    let err = client
+        .list_work_queue(admin(pb::ListWorkQueueRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.get_details_bad_request().unwrap().field_violations[0].field,
+        "filter.region_code"
+    );
     // Only an admin configures ambassadeurs.
     let err = client
         .set_ambassadeurs(paca(pb::SetAmbassadeursRequest {
@@ -1374,6 +1384,10 @@ async fn repasser_en_instruction_withdraws_the_fiche_from_the_public_api_and_acc
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
+    assert_eq!(
+        err.get_details_error_info().unwrap().metadata["promoteur_id"],
+        survivor.id
+    );
     let err = client
         .create_promoteur(paca(create("78452316000019", "SIRET faux")))
         .await

@@ -29,6 +29,31 @@ impl Api {
     }
 }
 
+/// ALREADY_EXISTS for a SIRET already in the base, naming its promoteur in
+/// `ErrorInfo.metadata.promoteur_id` (and `ResourceInfo`); other errors as usual.
+fn siret_taken(e: ApiError) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt as _};
+    match e {
+        ApiError::AlreadyExists {
+            resource: "promoteur",
+            id,
+        } => {
+            let mut details = ErrorDetails::with_error_info(
+                "SIRET_TAKEN",
+                mst_kit::error::ERROR_DOMAIN,
+                std::collections::HashMap::from([("promoteur_id".to_owned(), id.clone())]),
+            );
+            details.set_resource_info("promoteur", id.clone(), "", "already exists");
+            Status::with_error_details(
+                tonic::Code::AlreadyExists,
+                format!("Ce SIRET est déjà celui du promoteur {id}"),
+                details,
+            )
+        }
+        other => other.into(),
+    }
+}
+
 fn required_id(field: &str, id: &str) -> Result<(), Status> {
     if id.trim().is_empty() {
         return Err(ApiError::invalid(field, "Identifiant manquant").into());
@@ -191,7 +216,8 @@ impl OscarsService for Api {
         let promoteur = self
             .oscars
             .create_promoteur(&who, promoteur, &request_id)
-            .await?;
+            .await
+            .map_err(siret_taken)?;
         Ok(Response::new(pb::CreatePromoteurResponse {
             promoteur: Some(promoteur),
         }))
@@ -258,7 +284,8 @@ impl OscarsService for Api {
                 promoteur.unwrap_or_default(),
                 update_mask.map(|m| m.paths).unwrap_or_default(),
             )
-            .await?;
+            .await
+            .map_err(siret_taken)?;
         Ok(Response::new(pb::UpdatePromoteurResponse {
             promoteur: Some(promoteur),
         }))

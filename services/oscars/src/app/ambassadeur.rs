@@ -508,7 +508,12 @@ impl Oscars {
             (Scope::Regions(r), true) => {
                 cond = cond.add(fiche::Column::RegionCode.is_in(r.iter().cloned()))
             }
-            (Scope::All, true) => {}
+            (Scope::All, true) => {
+                return Err(ApiError::invalid(
+                    "filter.region_code",
+                    "Indiquez la région dont vous voulez la file de travail",
+                ));
+            }
         }
         let mut names = Vec::new();
         for (i, s) in statuses.iter().enumerate() {
