@@ -853,6 +853,14 @@ async fn an_accepted_projet_and_two_actions_become_invisible_fiches_that_the_amb
                         value: Some(pb::fiche_field_value::Value::Text("2024-13-01".into())),
                     }),
                 },
+                pb::FieldCorrection {
+                    field: "publics".into(),
+                    value: Some(pb::FicheFieldValue {
+                        value: Some(pb::fiche_field_value::Value::Texts(pb::StringList {
+                            values: vec!["Fumeurs".into(), "Martiens".into()],
+                        })),
+                    }),
+                },
             ],
         }))
         .await
@@ -865,7 +873,10 @@ async fn an_accepted_projet_and_two_actions_become_invisible_fiches_that_the_amb
         .into_iter()
         .map(|v| v.field)
         .collect();
-    assert_eq!(fields, ["corrections[0]", "corrections[1]"]);
+    assert_eq!(
+        fields,
+        ["corrections[0]", "corrections[1]", "corrections[2]"]
+    );
 
     // Publish the three; a stale version is refused.
     let err = client

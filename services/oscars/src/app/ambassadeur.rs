@@ -952,6 +952,10 @@ impl Oscars {
                 Some(pb::fiche_field_value::Value::Number(n)) => Some(Stored::Number(n)),
             };
             let before = get_field(&f, &c.field);
+            if let Some(message) = check_thesaurus(&c.field, &before, &value) {
+                violations.push(Violation::new(at, message));
+                continue;
+            }
             match set_field(&mut f, &c.field, value.clone()) {
                 Ok(()) => {
                     if before != value {
@@ -1760,6 +1764,60 @@ fn validate_promoteur(
     }
 }
 
+/// The thesaurus lists a field's labels come from (`data/thesaurus.json`), if any.
+fn thesaurus_lists(path: &str) -> &'static [&'static str] {
+    match path {
+        "publics" => &["publics_prioritaires_AAP (sourced)", "publics_autres"],
+        "financeurs" => &["financeurs"],
+        "niveau_geographique" => &["niveaux_geographiques"],
+        "action_details.objectifs" => &["objectifs_action"],
+        "action_details.outils" => &["outils"],
+        "action_details.type_action" => &["types_action"],
+        "action_details.type_lieu" => &["types_lieu"],
+        _ => &[],
+    }
+}
+
+/// Whether `label` is in one of `lists` of the thesaurus.
+fn in_thesaurus(lists: &[&str], label: &str) -> bool {
+    static THESAURUS: std::sync::OnceLock<HashMap<String, Vec<String>>> =
+        std::sync::OnceLock::new();
+    let t = THESAURUS.get_or_init(|| {
+        let raw: HashMap<String, serde_json::Value> =
+            serde_json::from_str(include_str!("../../data/thesaurus.json")).unwrap_or_default();
+        raw.into_iter()
+            .filter_map(|(k, v)| Some((k, serde_json::from_value::<Vec<String>>(v).ok()?)))
+            .collect()
+    });
+    lists.iter().any(|l| {
+        t.get(*l)
+            .is_some_and(|values| values.iter().any(|v| v == label))
+    })
+}
+
+/// A French message when `value` brings a label that is neither in the thesaurus nor already
+/// on the fiche (`current`).
+fn check_thesaurus(path: &str, current: &Option<Stored>, value: &Option<Stored>) -> Option<String> {
+    let lists = thesaurus_lists(path);
+    if lists.is_empty() {
+        return None;
+    }
+    let present = |label: &str| match current {
+        Some(Stored::Text(t)) => t == label,
+        Some(Stored::Texts(l)) => l.iter().any(|v| v == label),
+        _ => false,
+    };
+    let labels: Vec<&str> = match value {
+        Some(Stored::Text(t)) => vec![t.as_str()],
+        Some(Stored::Texts(l)) => l.iter().map(String::as_str).collect(),
+        _ => Vec::new(),
+    };
+    labels
+        .into_iter()
+        .find(|label| !present(label) && !in_thesaurus(lists, label))
+        .map(|label| format!("« {label} » n'est pas une valeur du thésaurus OSCARS"))
+}
+
 /// Every field a correction may change.
 pub(crate) fn correctable_fields() -> impl Iterator<Item = &'static str> {
     TEXT_FIELDS
@@ -2046,6 +2104,30 @@ mod tests {
             get_field(&f, "action_details.nom_lieu"),
             Some(Stored::Text("Salle".into()))
         );
+    }
+
+    #[test]
+    fn a_corrected_label_comes_from_the_thesaurus_or_is_already_on_the_fiche() {
+        let current = Some(Stored::Texts(vec!["Habitants des QPV".into()]));
+        let ok = Some(Stored::Texts(vec![
+            "Habitants des QPV".into(),
+            "Fumeurs".into(),
+            "Étudiants".into(),
+        ]));
+        assert_eq!(check_thesaurus("publics", &current, &ok), None);
+        let bad = Some(Stored::Texts(vec!["Fumeurs".into(), "Martiens".into()]));
+        assert!(
+            check_thesaurus("publics", &current, &bad)
+                .unwrap()
+                .contains("Martiens")
+        );
+        let t = Some(Stored::Text("Stand / journée d'information".into()));
+        assert_eq!(
+            check_thesaurus("action_details.type_action", &None, &t),
+            None
+        );
+        assert!(check_thesaurus("niveau_geographique", &None, &t).is_some());
+        assert_eq!(check_thesaurus("title", &None, &t), None);
     }
 
     #[test]
