@@ -9,12 +9,15 @@ use std::time::Instant;
 /// Buckets beyond which idle (full) ones are forgotten.
 const MAX_TRACKED: usize = 10_000;
 
+/// Tokens left and when they were counted, per client address (`None`: unknown address).
+type Buckets = HashMap<Option<IpAddr>, (f64, Instant)>;
+
 /// A shared rate limiter.
 #[derive(Clone, Debug)]
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
-    buckets: Arc<Mutex<HashMap<Option<IpAddr>, (f64, Instant)>>>,
+    buckets: Arc<Mutex<Buckets>>,
 }
 
 impl RateLimiter {
