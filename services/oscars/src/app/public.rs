@@ -141,6 +141,42 @@ impl Oscars {
         rows.iter().map(|r| decoded(r).map(public_view)).collect()
     }
 
+    /// Up to `limit` visible fiches matching `filter` after the sort key `after` (keyset: an
+    /// export never skips nor repeats a fiche however long it streams), with the key of the last.
+    pub async fn public_rows_after(
+        &self,
+        filter: &pb::PublicFicheFilter,
+        after: Option<(String, String)>,
+        limit: u64,
+    ) -> Result<(Vec<ev::Fiche>, Option<(String, String)>), ApiError> {
+        let mut cond = condition(filter)?;
+        if let Some((text, id)) = after {
+            cond = cond.add(
+                Condition::any()
+                    .add(fiche::Column::SearchText.gt(text.clone()))
+                    .add(
+                        Condition::all()
+                            .add(fiche::Column::SearchText.eq(text))
+                            .add(fiche::Column::Id.gt(id)),
+                    ),
+            );
+        }
+        let rows = fiche::Entity::find()
+            .filter(cond)
+            .order_by_asc(fiche::Column::SearchText)
+            .order_by_asc(fiche::Column::Id)
+            .limit(limit)
+            .all(self.db())
+            .await
+            .map_err(db_err)?;
+        let last = rows.last().map(|r| (r.search_text.clone(), r.id.clone()));
+        let fiches = rows
+            .iter()
+            .map(|r| decoded(r).map(public_view))
+            .collect::<Result<_, _>>()?;
+        Ok((fiches, last))
+    }
+
     /// One visible fiche.
     pub async fn public_get(&self, id: &str) -> Result<ev::Fiche, ApiError> {
         let not_found = || ApiError::NotFound {
@@ -163,53 +199,53 @@ impl Oscars {
         csv: bool,
     ) -> impl futures::Stream<Item = Result<Vec<u8>, ApiError>> + Send + 'static {
         let this = self.clone();
-        futures::stream::unfold((Some(0u64), true), move |(offset, first)| {
-            let this = this.clone();
-            let filter = filter.clone();
-            async move {
-                let offset = offset?;
-                let rows = match this.public_rows(&filter, offset, EXPORT_BATCH).await {
-                    Ok(rows) => rows,
-                    Err(e) => return Some((Err(e), (None, false))),
-                };
-                let last = (rows.len() as u64) < EXPORT_BATCH;
-                let mut out = Vec::new();
-                if first {
-                    if csv {
-                        out.extend_from_slice(csv_header().as_bytes());
-                    } else {
-                        out.push(b'[');
-                    }
-                }
-                for (i, f) in rows.iter().enumerate() {
-                    if csv {
-                        out.extend_from_slice(csv_line(f).as_bytes());
-                    } else {
-                        if !(first && i == 0) {
-                            out.push(b',');
+        futures::stream::unfold(
+            (Some(None::<(String, String)>), true),
+            move |(after, first)| {
+                let this = this.clone();
+                let filter = filter.clone();
+                async move {
+                    let after = after?;
+                    let (rows, last) =
+                        match this.public_rows_after(&filter, after, EXPORT_BATCH).await {
+                            Ok(page) => page,
+                            Err(e) => return Some((Err(e), (None, false))),
+                        };
+                    let done = (rows.len() as u64) < EXPORT_BATCH;
+                    let mut out = Vec::new();
+                    if first {
+                        if csv {
+                            out.extend_from_slice(csv_header().as_bytes());
+                        } else {
+                            out.push(b'[');
                         }
-                        match mst_proto::json::encode("mst.events.v1.Fiche", f) {
-                            Ok(j) => out.extend_from_slice(j.as_bytes()),
-                            Err(e) => {
-                                return Some((
-                                    Err(ApiError::Unexpected(anyhow::anyhow!("{e}"))),
-                                    (None, false),
-                                ));
+                    }
+                    for (i, f) in rows.iter().enumerate() {
+                        if csv {
+                            out.extend_from_slice(csv_line(f).as_bytes());
+                        } else {
+                            if !(first && i == 0) {
+                                out.push(b',');
+                            }
+                            match mst_proto::json::encode("mst.events.v1.Fiche", f) {
+                                Ok(j) => out.extend_from_slice(j.as_bytes()),
+                                Err(e) => {
+                                    return Some((
+                                        Err(ApiError::Unexpected(anyhow::anyhow!("{e}"))),
+                                        (None, false),
+                                    ));
+                                }
                             }
                         }
                     }
+                    if done && !csv {
+                        out.push(b']');
+                    }
+                    let next = if done { None } else { Some(last) };
+                    Some((Ok(out), (next, false)))
                 }
-                if last && !csv {
-                    out.push(b']');
-                }
-                let next = if last {
-                    None
-                } else {
-                    Some(offset + EXPORT_BATCH)
-                };
-                Some((Ok(out), (next, false)))
-            }
-        })
+            },
+        )
     }
 }
 
