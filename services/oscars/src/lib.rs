@@ -1,8 +1,11 @@
 //! The oscars service of mst-dossiers: the OSCARS fiches made from accepted dossiers, the ambassadeurs' work and the public feed (DESIGN.md §2).
 //!
 //! [`App::build`] starts it on its settings — database (migrated when asked), JetStream
-//! streams and outbox relay, token verifier — and [`App::local_addr`] tells where its gRPC server
-//! listens (health and reflection included), so tests can start it in-process on port 0.
+//! streams and outbox relay, token verifier, the durable consumer of `dossier.status_changed`
+//! (and of its own feed, for replays) — and [`App::local_addr`] tells where its gRPC server
+//! listens (`OscarsService`, `OscarsPublicService`, health and reflection), so tests can start it
+//! in-process on port 0. Layout: `mapping` (dossier → fiche), `store` (tables), `app` (use
+//! cases), `events` (consumer), `grpc` (handlers), `ratelimit` (public API). See README.md.
 
 #![forbid(unsafe_code)]
 pub mod app;
