@@ -702,6 +702,33 @@ async fn an_accepted_projet_and_two_actions_become_invisible_fiches_that_the_amb
         .collect();
     assert_eq!(missing, ["promoteur", "projet"]);
 
+    // A projet is not chained to a projet; an action is not a projet.
+    let err = client
+        .suggest_projet(paca(pb::SuggestProjetRequest {
+            fiche_id: projet.id.clone(),
+            limit: 0,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(
+        err.get_details_error_info().unwrap().reason,
+        "NOT_AN_ACTION"
+    );
+    let err = client
+        .chain_to_projet(paca(pb::ChainToProjetRequest {
+            fiche_id: actions[0].id.clone(),
+            expected_version: actions[0].version,
+            projet_fiche_id: actions[1].id.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.get_details_bad_request().unwrap().field_violations[0].field,
+        "projet_fiche_id"
+    );
+
     // Chain each action to the projet its dossier links to (the first suggestion).
     let mut current = BTreeMap::new();
     current.insert(projet.id.clone(), projet.version);
