@@ -670,6 +670,40 @@ async fn an_accepted_projet_and_two_actions_become_invisible_fiches_that_the_amb
         .unwrap()
         .into_inner();
     assert_eq!(only_actions.total_count, 2);
+    // Two pages of two, oldest import first; a token of other filters is refused.
+    let first = client
+        .list_work_queue(paca(pb::ListWorkQueueRequest {
+            page_size: 2,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.fiches.len(), 2);
+    assert_eq!(first.fiches[0].id, projet.id);
+    let second = client
+        .list_work_queue(paca(pb::ListWorkQueueRequest {
+            page_size: 2,
+            page_token: first.next_page_token.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.fiches.len(), 1);
+    assert!(second.next_page_token.is_empty());
+    let err = client
+        .list_work_queue(paca(pb::ListWorkQueueRequest {
+            filter: Some(pb::WorkQueueFilter {
+                year: Some(2023),
+                ..Default::default()
+            }),
+            page_size: 2,
+            page_token: first.next_page_token.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
 
     // Nothing public yet.
     let listed = public(&stack)
