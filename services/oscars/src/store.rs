@@ -104,8 +104,9 @@ pub mod fiche {
         .to_lowercase();
         m.version = f.version;
         let at = |t: &Option<prost_types::Timestamp>| {
-            t.as_ref()
-                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+            t.as_ref().and_then(|t| {
+                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+            })
         };
         if let Some(t) = at(&f.imported_at) {
             m.imported_at = t;
