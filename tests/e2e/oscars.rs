@@ -1937,7 +1937,36 @@ async fn an_ambassadeur_hides_a_fiche_edits_its_promoteur_and_reads_the_correcti
             .unwrap()
             .version;
     }
-    // Three changes recorded (the unchanged description of the second call is not), newest
+    // Two ambassadeurs correcting the same version at once: exactly one wins, the other is told
+    // the version is stale, and only the winner's correction is recorded.
+    let racing = |title: &'static str| {
+        let mut client = client.clone();
+        let id = f.id.clone();
+        async move {
+            client
+                .correct_fiche(paca(pb::CorrectFicheRequest {
+                    fiche_id: id,
+                    expected_version: version,
+                    corrections: vec![pb::FieldCorrection {
+                        field: "title".into(),
+                        value: Some(pb::FicheFieldValue {
+                            value: Some(pb::fiche_field_value::Value::Text(title.into())),
+                        }),
+                    }],
+                }))
+                .await
+        }
+    };
+    let (x, y) = tokio::join!(racing("Titre A"), racing("Titre B"));
+    let (won, lost) = match (x, y) {
+        (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w.into_inner(), l),
+        other => panic!("exactly one correction must win: {other:?}"),
+    };
+    assert_eq!(lost.code(), Code::Aborted);
+    version = won.fiche.unwrap().version;
+    let race_winner = won.corrections[0].clone();
+
+    // Four changes recorded (the unchanged description of the second call is not), newest
     // first, each with the value the dossier had.
     let page = client
         .list_corrections(paca(pb::ListCorrectionsRequest {
@@ -1949,16 +1978,21 @@ async fn an_ambassadeur_hides_a_fiche_edits_its_promoteur_and_reads_the_correcti
         .unwrap()
         .into_inner();
     assert_eq!(page.corrections.len(), 2);
-    assert_eq!(page.corrections[0].field, "title");
+    assert_eq!(page.corrections[0].id, race_winner.id);
+    assert_eq!(page.corrections[1].field, "title");
     let text_of = |v: &Option<pb::FicheFieldValue>| match v.as_ref().and_then(|v| v.value.clone()) {
         Some(pb::fiche_field_value::Value::Text(t)) => t,
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        text_of(&page.corrections[0].old_value),
+        text_of(&page.corrections[1].old_value),
         "Premier titre corrigé"
     );
-    assert_eq!(text_of(&page.corrections[0].original_value), PROJET_TITLE);
+    assert_eq!(
+        text_of(&page.corrections[1].new_value),
+        "Second titre corrigé"
+    );
+    assert_eq!(text_of(&page.corrections[1].original_value), PROJET_TITLE);
     let rest = client
         .list_corrections(paca(pb::ListCorrectionsRequest {
             fiche_id: f.id.clone(),
@@ -1968,7 +2002,9 @@ async fn an_ambassadeur_hides_a_fiche_edits_its_promoteur_and_reads_the_correcti
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(rest.corrections.len(), 1);
+    let mut fields: Vec<&str> = rest.corrections.iter().map(|c| c.field.as_str()).collect();
+    fields.sort();
+    assert_eq!(fields, ["description", "title"]);
     assert!(rest.next_page_token.is_empty());
     let view = client
         .get_fiche(paca(pb::GetFicheRequest {
@@ -1977,7 +2013,7 @@ async fn an_ambassadeur_hides_a_fiche_edits_its_promoteur_and_reads_the_correcti
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(view.correction_count, 3);
+    assert_eq!(view.correction_count, 4);
     assert!(view.missing_for_publication.is_empty());
 
     // Published, then hidden: out of the public API, a withdrawal on the feed.
@@ -2076,15 +2112,15 @@ async fn an_ambassadeur_hides_a_fiche_edits_its_promoteur_and_reads_the_correcti
         "https://asso-souffle.fr"
     );
 
-    // imported, attached, corrected ×2, published, hidden, promoteur edited.
-    let items = feed.take(7).await;
+    // imported, attached, corrected ×3, published, hidden, promoteur edited.
+    let items = feed.take(8).await;
     assert_once_and_in_order(&items);
-    assert_eq!(items[5].subject, ev::OscarsFicheWithdrawn::SUBJECT);
+    assert_eq!(items[6].subject, ev::OscarsFicheWithdrawn::SUBJECT);
     assert_eq!(
-        items[5].reason,
+        items[6].reason,
         ev::FicheWithdrawalReason::HiddenByAmbassadeur as i32
     );
-    let changed = &items[6];
+    let changed = &items[7];
     assert_eq!(changed.subject, ev::OscarsFicheUpdated::SUBJECT);
     assert_eq!(feed.pending().await, 0);
     stack.stop(Duration::from_secs(10)).await.unwrap();
