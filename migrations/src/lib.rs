@@ -18,6 +18,7 @@ mod instruction_m0003_board;
 mod instruction_m0004_avis;
 mod instruction_m0005_justificatifs;
 mod instruction_m0006_board_scale;
+mod oscars_m0002;
 mod plumbing;
 
 /// The services that own a database.
@@ -93,7 +94,10 @@ pub mod oscars {
     #[async_trait::async_trait]
     impl MigratorTrait for Migrator {
         fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-            vec![Box::new(plumbing::Migration)]
+            vec![
+                Box::new(plumbing::Migration),
+                Box::new(oscars_m0002::Migration),
+            ]
         }
     }
 }

@@ -6,6 +6,7 @@ mod forms;
 mod instruction;
 mod invariants;
 mod mst_procedures;
+mod oscars;
 mod platform;
 mod python_client;
 use mst_e2e::support;
