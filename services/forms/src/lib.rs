@@ -172,7 +172,8 @@ impl App {
             infra.relay.clone(),
             domain::referentiel::Referentiel::official(),
             files,
-        );
+        )
+        .with_instruction(instruction.clone(), token.clone());
         if settings.builtins != Builtins::Off {
             load_builtins(
                 &forms,
