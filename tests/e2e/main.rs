@@ -8,6 +8,7 @@ mod invariants;
 mod mst_procedures;
 mod oscars;
 mod platform;
+mod processes;
 mod python_client;
 use mst_e2e::support;
 mod trace_and_auth;

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod processes;
 pub mod support;
 
 use std::net::SocketAddr;
@@ -46,6 +47,25 @@ impl Running {
     /// `http://addr`, for tonic endpoints.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+}
+
+/// Where each service of a running stack listens (in-process [`Stack`] or
+/// [`processes::ProcessStack`]); the [`support`] helpers take either.
+pub trait Services {
+    /// `http://addr` of `name` (forms, instruction, messagerie, oscars).
+    fn url(&self, name: &str) -> String;
+}
+
+impl Services for Stack {
+    fn url(&self, name: &str) -> String {
+        self.service(name).url()
+    }
+}
+
+impl Services for processes::ProcessStack {
+    fn url(&self, name: &str) -> String {
+        self.service(name).url()
     }
 }
 
