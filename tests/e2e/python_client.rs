@@ -1,5 +1,6 @@
-//! Another platform drives the API: the Python example client (grpcio, stubs generated from the
-//! published protos only) deposits a dossier as a promoteur and accepts it as an instructeur.
+//! Other platforms: the Python example client (grpcio, stubs generated from the published protos
+//! only) deposits a dossier as a promoteur and accepts it as an instructeur; the nats-py example
+//! subscriber consumes the OSCARS feed with its own durable consumer.
 
 use std::time::Duration;
 
@@ -93,5 +94,45 @@ async fn the_python_client_deposits_and_accepts_a_dossier_with_only_the_protos()
     };
     let d = stack.instruction.dossier(&me, number).await.unwrap();
     assert_eq!(d.row.status, "accepte");
+
+    // A nats-py subscriber with its own durable consumer receives the OSCARS import of the
+    // accepted dossier once; started again, it resumes after what it acknowledged.
+    let feed = |count: &'static str, idle: &'static str| {
+        let stack = &stack;
+        async move {
+            let out = tokio::process::Command::new("python3")
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/clients/python/oscars_feed.py"
+                ))
+                .args(["--nats", &stack.nats.url()])
+                .args(["--stream", &stack.prefix.to_uppercase()])
+                .args(["--prefix", &stack.prefix])
+                .args(["--durable", "ingestion-externe", "--idle", idle])
+                .args(["--count", count])
+                .output()
+                .await
+                .expect("python3 runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let first = feed("1", "30").await;
+    let events: Vec<&str> = first.lines().collect();
+    assert_eq!(events.len(), 1, "{first}");
+    assert!(
+        events[0].contains("\"subject\": \"oscars.fiche.imported.v1\"")
+            && events[0].contains(&format!("\"dossierNumber\": \"{number}\"")),
+        "{first}"
+    );
+    assert_eq!(
+        feed("5", "1").await,
+        "",
+        "nothing twice for the same durable"
+    );
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }
