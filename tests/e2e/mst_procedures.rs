@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use mst_e2e::Stack;
+use mst_e2e::{Services, Stack};
 use mst_kit::auth::Role;
 use mst_proto::events::DossierStatus;
 use mst_proto::forms as pb;
@@ -29,7 +29,7 @@ const GROUPE_LABEL: &str = "CPAM des Bouches-du-Rhône";
 // Procedures
 // ---------------------------------------------------------------------------------------------
 
-async fn load_builtin(stack: &Stack, id: &str) -> pb::LoadProcedureResponse {
+async fn load_builtin(stack: &impl Services, id: &str) -> pb::LoadProcedureResponse {
     forms_admin(stack)
         .await
         .load_procedure(admin(pb::LoadProcedureRequest {
@@ -42,7 +42,10 @@ async fn load_builtin(stack: &Stack, id: &str) -> pb::LoadProcedureResponse {
 }
 
 /// Clears the closing date of `procedure` (the shipped definitions close in 2024).
-pub(crate) async fn clear_closing_date(stack: &Stack, procedure: &pb::Procedure) -> pb::Procedure {
+pub(crate) async fn clear_closing_date(
+    stack: &impl Services,
+    procedure: &pb::Procedure,
+) -> pb::Procedure {
     let mut request = pb::UpdateProcedureRequest {
         procedure_id: procedure.id.clone(),
         expected_version: procedure.version,
@@ -67,7 +70,7 @@ pub(crate) async fn clear_closing_date(stack: &Stack, procedure: &pb::Procedure)
 }
 
 /// Both procedures loaded, published and open; returns their published revisions.
-pub(crate) async fn open_procedures(stack: &Stack) -> (pb::Revision, pb::Revision) {
+pub(crate) async fn open_procedures(stack: &impl Services) -> (pb::Revision, pb::Revision) {
     let mut revisions = Vec::new();
     for id in [PROJET, ACTION] {
         let loaded = load_builtin(stack, id).await;
@@ -80,7 +83,7 @@ pub(crate) async fn open_procedures(stack: &Stack) -> (pb::Revision, pb::Revisio
 }
 
 pub(crate) async fn try_create(
-    stack: &Stack,
+    stack: &impl Services,
     owner: &str,
     procedure: &str,
 ) -> Result<pb::Dossier, tonic::Status> {
@@ -148,7 +151,7 @@ pub(crate) fn cpam_of(departement: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// A groupe routed by the exact CPAM value and by its département, with one instructeur.
-pub(crate) async fn roster_groupe(stack: &Stack, cpam: &str, departement: &str) -> String {
+pub(crate) async fn roster_groupe(stack: &impl Services, cpam: &str, departement: &str) -> String {
     let mut client = roster(stack).await;
     let groupe = client
         .create_groupe(admin(mst_proto::instruction::CreateGroupeRequest {
@@ -295,7 +298,7 @@ pub(crate) fn pdf(line: &str) -> Vec<u8> {
 
 /// Uploads `content` as a PDF to the piece justificative `field_id` (metadata, then chunks).
 pub(crate) async fn upload_pdf(
-    stack: &Stack,
+    stack: &impl Services,
     who: &str,
     number: i64,
     field_id: &str,
@@ -329,7 +332,7 @@ pub(crate) async fn upload_pdf(
 
 /// Saves `patches` at the dossier's current version and checks that the version moved on.
 pub(crate) async fn autosave(
-    stack: &Stack,
+    stack: &impl Services,
     who: &str,
     dossier: &pb::Dossier,
     patches: Vec<pb::ChampPatch>,
@@ -374,7 +377,7 @@ fn hidden(dossier: &pb::Dossier, id: &str) -> bool {
     dossier.hidden_field_ids.iter().any(|h| h == id)
 }
 
-async fn get(stack: &Stack, who: &str, number: i64) -> pb::Dossier {
+async fn get(stack: &impl Services, who: &str, number: i64) -> pb::Dossier {
     forms(stack)
         .await
         .get_dossier(promoteur(who, pb::GetDossierRequest { number }))

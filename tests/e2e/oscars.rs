@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use futures::StreamExt as _;
-use mst_e2e::Stack;
+use mst_e2e::{Services, Stack};
 use mst_kit::auth::Role;
 use mst_kit::service::RunService as _;
 use mst_proto::Event as _;
@@ -52,16 +52,16 @@ async fn oscars_at(url: String) -> OscarsServiceClient<Channel> {
     OscarsServiceClient::new(channel(url).await)
 }
 
-async fn oscars(stack: &Stack) -> OscarsServiceClient<Channel> {
-    oscars_at(stack.service("oscars").url()).await
+async fn oscars(stack: &impl Services) -> OscarsServiceClient<Channel> {
+    oscars_at(stack.url("oscars")).await
 }
 
-async fn public(stack: &Stack) -> OscarsPublicServiceClient<Channel> {
-    OscarsPublicServiceClient::new(channel(stack.service("oscars").url()).await)
+async fn public(stack: &impl Services) -> OscarsPublicServiceClient<Channel> {
+    OscarsPublicServiceClient::new(channel(stack.url("oscars")).await)
 }
 
-async fn instruction(stack: &Stack) -> InstructionServiceClient<Channel> {
-    InstructionServiceClient::new(channel(stack.service("instruction").url()).await)
+async fn instruction(stack: &impl Services) -> InstructionServiceClient<Channel> {
+    InstructionServiceClient::new(channel(stack.url("instruction")).await)
 }
 
 fn ambassadeur<T>(email: &str, message: T) -> tonic::Request<T> {
@@ -120,7 +120,7 @@ async fn all_fiches(client: &mut OscarsServiceClient<Channel>) -> BTreeMap<i64, 
 }
 
 /// The fiche of dossier `number` once it exists with `version` at least.
-async fn fiche_of(stack: &Stack, number: i64, version: i64) -> ev::Fiche {
+async fn fiche_of(stack: &impl Services, number: i64, version: i64) -> ev::Fiche {
     let mut client = oscars(stack).await;
     eventually(&format!("the fiche of dossier {number}"), || {
         let mut client = client.clone();
@@ -135,7 +135,7 @@ async fn fiche_of(stack: &Stack, number: i64, version: i64) -> ev::Fiche {
     all_fiches(&mut client).await.remove(&number).unwrap()
 }
 
-async fn configure_ambassadeurs(stack: &Stack) {
+async fn configure_ambassadeurs(stack: &impl Services) {
     let mut client = oscars(stack).await;
     for (region, email, structure) in [
         ("93", AMBASSADEUR_PACA, "CRES Provence-Alpes-Côte d'Azur"),
@@ -170,13 +170,13 @@ struct Accepted {
 }
 
 /// A realistic Projet, filled and deposited.
-async fn deposit_projet(stack: &Stack, siret: &str, cpam: &str) -> i64 {
+async fn deposit_projet(stack: &impl Services, siret: &str, cpam: &str) -> i64 {
     deposit_projet_of(stack, PROJET, 2024, siret, cpam, PROJET_TITLE).await
 }
 
 /// A realistic Projet of `procedure` (edition `year`), filled and deposited.
 async fn deposit_projet_of(
-    stack: &Stack,
+    stack: &impl Services,
     procedure: &str,
     year: i64,
     siret: &str,
@@ -295,7 +295,7 @@ async fn deposit_projet_of(
 
 /// A realistic Action of `projet`, filled and deposited.
 async fn deposit_action(
-    stack: &Stack,
+    stack: &impl Services,
     siret: &str,
     cpam: &str,
     projet: i64,
@@ -357,7 +357,7 @@ async fn deposit_action(
 }
 
 /// The instruction status version of dossier `number`.
-async fn status_version(stack: &Stack, number: i64) -> i64 {
+async fn status_version(stack: &impl Services, number: i64) -> i64 {
     instruction(stack)
         .await
         .get_dossier(instructeur(ipb::GetDossierRequest { number }))
@@ -370,7 +370,7 @@ async fn status_version(stack: &Stack, number: i64) -> i64 {
 }
 
 /// Passes `number` en instruction and accepts it.
-async fn accept(stack: &Stack, number: i64) {
+async fn accept(stack: &impl Services, number: i64) {
     let mut client = instruction(stack).await;
     let version = status_version(stack, number).await;
     let d = client
@@ -395,7 +395,7 @@ async fn accept(stack: &Stack, number: i64) {
 }
 
 /// Accepts again a dossier that left accepté.
-async fn accept_again(stack: &Stack, number: i64) {
+async fn accept_again(stack: &impl Services, number: i64) {
     let version = status_version(stack, number).await;
     instruction(stack)
         .await
@@ -409,7 +409,7 @@ async fn accept_again(stack: &Stack, number: i64) {
         .unwrap();
 }
 
-async fn repasser_en_instruction(stack: &Stack, number: i64) {
+async fn repasser_en_instruction(stack: &impl Services, number: i64) {
     let version = status_version(stack, number).await;
     instruction(stack)
         .await
@@ -423,7 +423,7 @@ async fn repasser_en_instruction(stack: &Stack, number: i64) {
 }
 
 /// A Projet and two Actions linked to it, deposited and accepted; ambassadeurs configured.
-async fn accepted_projet_and_actions(stack: &Stack, with_actions: bool) -> Accepted {
+async fn accepted_projet_and_actions(stack: &impl Services, with_actions: bool) -> Accepted {
     open_procedures(stack).await;
     let cpam = cpam_of("13");
     roster_groupe(stack, &cpam, "13").await;
@@ -481,13 +481,13 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    async fn new(stack: &Stack, durable: &str) -> Self {
-        let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
-        let stream = js.get_stream(stack.prefix.to_uppercase()).await.unwrap();
+    async fn new(stack: &impl Services, durable: &str) -> Self {
+        let js = async_nats::jetstream::new(async_nats::connect(stack.nats_url()).await.unwrap());
+        let stream = js.get_stream(stack.prefix().to_uppercase()).await.unwrap();
         let consumer = stream
             .create_consumer(pull::Config {
                 durable_name: Some(durable.into()),
-                filter_subject: format!("{}.oscars.fiche.>", stack.prefix),
+                filter_subject: format!("{}.oscars.fiche.>", stack.prefix()),
                 deliver_policy: DeliverPolicy::All,
                 ack_policy: AckPolicy::Explicit,
                 ..Default::default()
@@ -496,7 +496,7 @@ impl Subscriber {
             .unwrap();
         Self {
             consumer,
-            prefix: stack.prefix.clone(),
+            prefix: stack.prefix().to_owned(),
         }
     }
 
@@ -1232,7 +1232,7 @@ impl ExtraOscars {
             ("MST_NATS_STREAM", stack.prefix.to_uppercase()),
             ("MST_NATS_SUBJECT_PREFIX", stack.prefix.clone()),
             ("MST_SHUTDOWN_GRACE_SECS", "5".to_owned()),
-            ("MST_FORMS_URL", stack.service("forms").url()),
+            ("MST_FORMS_URL", stack.url("forms")),
         ]);
         for (k, v) in extra {
             env.set(*k, *v);

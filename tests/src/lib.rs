@@ -55,17 +55,33 @@ impl Running {
 pub trait Services {
     /// `http://addr` of `name` (forms, instruction, messagerie, oscars).
     fn url(&self, name: &str) -> String;
+    /// The NATS server's URL.
+    fn nats_url(&self) -> String;
+    /// Subject prefix (the stream is its upper case).
+    fn prefix(&self) -> &str;
 }
 
 impl Services for Stack {
     fn url(&self, name: &str) -> String {
         self.service(name).url()
     }
+    fn nats_url(&self) -> String {
+        self.nats.url()
+    }
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
 }
 
 impl Services for processes::ProcessStack {
     fn url(&self, name: &str) -> String {
         self.service(name).url()
+    }
+    fn nats_url(&self) -> String {
+        self.nats.url()
+    }
+    fn prefix(&self) -> &str {
+        &self.prefix
     }
 }
 
