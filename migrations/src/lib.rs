@@ -12,11 +12,14 @@ pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
 
 mod forms_m0002;
+mod forms_m0003_freeze_lease;
 mod instruction_m0002;
 mod instruction_m0003_board;
 mod instruction_m0004_avis;
 mod instruction_m0005_justificatifs;
+mod instruction_m0006_board_scale;
 mod messagerie_m0002;
+mod oscars_m0002;
 mod plumbing;
 
 /// The services that own a database.
@@ -36,6 +39,7 @@ pub mod forms {
             vec![
                 Box::new(plumbing::Migration),
                 Box::new(forms_m0002::Migration),
+                Box::new(forms_m0003_freeze_lease::Migration),
             ]
         }
     }
@@ -58,6 +62,7 @@ pub mod instruction {
                 Box::new(instruction_m0003_board::Migration),
                 Box::new(instruction_m0004_avis::Migration),
                 Box::new(instruction_m0005_justificatifs::Migration),
+                Box::new(instruction_m0006_board_scale::Migration),
             ]
         }
     }
@@ -93,7 +98,10 @@ pub mod oscars {
     #[async_trait::async_trait]
     impl MigratorTrait for Migrator {
         fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-            vec![Box::new(plumbing::Migration)]
+            vec![
+                Box::new(plumbing::Migration),
+                Box::new(oscars_m0002::Migration),
+            ]
         }
     }
 }

@@ -68,10 +68,14 @@ struct Plan {
     sizes: Vec<i64>,
     dashboard_calls: usize,
     list_calls: usize,
+    /// Only part 3 (`--board-only`): the board at each size, without the gRPC transitions, the
+    /// raw baseline and the export.
+    board_only: bool,
 }
 
 impl Plan {
     fn from_args() -> Self {
+        let board_only = std::env::args().any(|a| a == "--board-only");
         let quick = std::env::args().any(|a| a == "--quick")
             || std::env::var("MST_BENCH_QUICK").is_ok_and(|v| v == "1");
         if quick {
@@ -83,6 +87,7 @@ impl Plan {
                 sizes: vec![10_000],
                 dashboard_calls: 200,
                 list_calls: 20,
+                board_only,
             }
         } else {
             Plan {
@@ -93,6 +98,7 @@ impl Plan {
                 sizes: vec![10_000, 100_000, 1_000_000],
                 dashboard_calls: 200,
                 list_calls: 50,
+                board_only,
             }
         }
     }
@@ -702,6 +708,22 @@ async fn bulk_insert(
          FROM dossiers d WHERE d.number BETWEEN {a} AND {b}"
     ))
     .await?;
+    // The benchmark's instructeur's « suivis »: his follows of undecided, non-archived dossiers.
+    db.execute_unprepared(&format!(
+        "INSERT INTO dashboard_suivis_members (dossier_number, email, procedure_id, groupe_id) \
+         SELECT d.number, f.email, d.procedure_id, COALESCE(d.groupe_id, '') \
+         FROM follows f JOIN dossiers d ON d.number = f.dossier_number \
+         WHERE d.number BETWEEN {a} AND {b} AND f.unfollowed_at IS NULL AND NOT d.archived \
+           AND d.status IN ('en_construction', 'en_instruction')"
+    ))
+    .await?;
+    db.execute_unprepared(
+        "DELETE FROM dashboard_suivis; \
+         INSERT INTO dashboard_suivis (email, procedure_id, groupe_id, n) \
+         SELECT email, procedure_id, groupe_id, COUNT(*) FROM dashboard_suivis_members \
+         GROUP BY email, procedure_id, groupe_id",
+    )
+    .await?;
     db.execute_raw(Statement::from_sql_and_values(
         pg,
         "DELETE FROM dashboard_counters WHERE procedure_id = $1",
@@ -743,22 +765,41 @@ where
     Ok((out, last))
 }
 
-fn list_request() -> ListRequest {
-    ListRequest {
+/// The list pages timed at each size: (label, request).
+fn list_requests() -> Vec<(&'static str, ListRequest)> {
+    let base = ListRequest {
         procedure_id: PROCEDURE.into(),
         tab: Tab::Tous,
-        statuses: vec![Status::EnInstruction],
+        statuses: Vec::new(),
         followed_by_me: false,
         deposited_after: None,
         deposited_before: None,
         groupe_ids: Vec::new(),
-        text: "tabac".into(),
+        text: String::new(),
         sort: SortKey::UpdatedAt,
         descending: true,
         columns: Vec::new(),
         page_size: 50,
         page_token: String::new(),
-    }
+    };
+    vec![
+        ("tab « tous », 50 rows by updated_at desc", base.clone()),
+        (
+            "en_instruction + text « tabac » (1 in 5), 50 rows by updated_at desc",
+            ListRequest {
+                statuses: vec![Status::EnInstruction],
+                text: "tabac".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "text « association 1234 » (rare), 50 rows by updated_at desc",
+            ListRequest {
+                text: "association 1234".into(),
+                ..base
+            },
+        ),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -858,38 +899,40 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
 
     // 1.
     let groupe = setup_procedure(&s).await?;
-    let t = Instant::now();
-    let dossiers = deposit_many(&s, plan.deposited, plan.clients).await?;
-    println!(
-        "prepared {} deposited dossiers through forms gRPC in {:.1} s ({:.0} deposits/s, create+update+deposit+get, {} clients)",
-        dossiers.len(),
-        t.elapsed().as_secs_f64(),
-        dossiers.len() as f64 / t.elapsed().as_secs_f64(),
-        plan.clients
-    );
-    let grpc = transitions(&s, dossiers, plan.clients).await?;
-    println!(
-        "1. gRPC transitions (PasserEnInstruction then Accepter), {} clients: {} transitions in {:.1} s = {:.0} transitions/s; latency p50 {} p99 {}",
-        plan.clients,
-        grpc.count,
-        grpc.elapsed.as_secs_f64(),
-        grpc.per_sec(),
-        ms(percentile(&grpc.latencies, 0.5)),
-        ms(percentile(&grpc.latencies, 0.99)),
-    );
+    if !plan.board_only {
+        let t = Instant::now();
+        let dossiers = deposit_many(&s, plan.deposited, plan.clients).await?;
+        println!(
+            "prepared {} deposited dossiers through forms gRPC in {:.1} s ({:.0} deposits/s, create+update+deposit+get, {} clients)",
+            dossiers.len(),
+            t.elapsed().as_secs_f64(),
+            dossiers.len() as f64 / t.elapsed().as_secs_f64(),
+            plan.clients
+        );
+        let grpc = transitions(&s, dossiers, plan.clients).await?;
+        println!(
+            "1. gRPC transitions (PasserEnInstruction then Accepter), {} clients: {} transitions in {:.1} s = {:.0} transitions/s; latency p50 {} p99 {}",
+            plan.clients,
+            grpc.count,
+            grpc.elapsed.as_secs_f64(),
+            grpc.per_sec(),
+            ms(percentile(&grpc.latencies, 0.5)),
+            ms(percentile(&grpc.latencies, 0.99)),
+        );
 
-    // 2.
-    let raw = raw_baseline(&cluster, plan.clients, plan.raw_duration).await?;
-    println!(
-        "2. raw SQL baseline (UPDATE + INSERT traitement + INSERT 1 KB outbox), {} connections: {} tx in {:.1} s = {:.0} tx/s; latency p50 {} p99 {}; gRPC/raw = {:.2}",
-        plan.clients,
-        raw.count,
-        raw.elapsed.as_secs_f64(),
-        raw.per_sec(),
-        ms(percentile(&raw.latencies, 0.5)),
-        ms(percentile(&raw.latencies, 0.99)),
-        grpc.per_sec() / raw.per_sec(),
-    );
+        // 2.
+        let raw = raw_baseline(&cluster, plan.clients, plan.raw_duration).await?;
+        println!(
+            "2. raw SQL baseline (UPDATE + INSERT traitement + INSERT 1 KB outbox), {} connections: {} tx in {:.1} s = {:.0} tx/s; latency p50 {} p99 {}; gRPC/raw = {:.2}",
+            plan.clients,
+            raw.count,
+            raw.elapsed.as_secs_f64(),
+            raw.per_sec(),
+            ms(percentile(&raw.latencies, 0.5)),
+            ms(percentile(&raw.latencies, 0.99)),
+            grpc.per_sec() / raw.per_sec(),
+        );
+    }
 
     // 3.
     let db = s.instruction.db().clone();
@@ -909,25 +952,44 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
             Ok(e.iter().map(|e| e.counts.tous).sum::<i64>())
         })
         .await?;
-        let (list, total_count) = time_calls(plan.list_calls, || async {
-            let page = s
-                .instruction
-                .list_dossiers(&who, list_request())
-                .await
-                .map_err(|e| anyhow::anyhow!("list: {e:?}"))?;
-            Ok(page.total_count)
-        })
-        .await?;
         println!(
-            "3. {size} bulk dossiers (loaded in {:.1} s; counter « tous » = {tous}): dashboard p50 {} p99 {} ({} calls); list en_instruction + text « tabac », 50 rows by updated_at desc (total_count {total_count}): p50 {} p99 {} ({} calls)",
+            "3. {size} bulk dossiers (loaded in {:.1} s; counter « tous » = {tous}): dashboard p50 {} p99 {} ({} calls)",
             load.as_secs_f64(),
             ms(percentile(&dash, 0.5)),
             ms(percentile(&dash, 0.99)),
             dash.len(),
-            ms(percentile(&list, 0.5)),
-            ms(percentile(&list, 0.99)),
-            list.len(),
         );
+        for (label, request) in list_requests() {
+            let (list, total_count) = time_calls(plan.list_calls, || async {
+                let page = s
+                    .instruction
+                    .list_dossiers(&who, request.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("list: {e:?}"))?;
+                Ok(if page.total_count_capped {
+                    -page.total_count
+                } else {
+                    page.total_count
+                })
+            })
+            .await?;
+            let total = if total_count < 0 {
+                format!("more than {}", -total_count)
+            } else {
+                total_count.to_string()
+            };
+            println!(
+                "   list {label} (total_count {total}): p50 {} p99 {} ({} calls)",
+                ms(percentile(&list, 0.5)),
+                ms(percentile(&list, 0.99)),
+                list.len(),
+            );
+        }
+        if plan.board_only && size == *plan.sizes.last().unwrap_or(&0) {
+            s.shutdown.trigger();
+            println!("total {:.0} s (board only)", total.elapsed().as_secs_f64());
+            return Ok(());
+        }
     }
 
     // 4.

@@ -13,6 +13,71 @@ use prost::Message as _;
 
 use crate::support::*;
 
+/// The admin sets the procedure's closing date a minute ago.
+async fn close_a_minute_ago(stack: &Stack, procedure_id: &str) {
+    let procedure = forms(stack)
+        .await
+        .get_procedure(admin(pb::GetProcedureRequest {
+            procedure_id: procedure_id.into(),
+            include_published_revision: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .procedure
+        .unwrap();
+    let past = std::time::SystemTime::now() - Duration::from_secs(60);
+    forms_admin(stack)
+        .await
+        .update_procedure(admin(pb::UpdateProcedureRequest {
+            procedure_id: procedure_id.into(),
+            expected_version: procedure.version,
+            procedure: Some(pb::Procedure {
+                closing_at: Some(past.into()),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["closing_at".into()],
+            }),
+        }))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_instruction_service_runs_the_closing_date_scheduler_on_its_own() {
+    let stack = Stack::start_with(&[("MST_CLOSING_CHECK_SECS", "1")])
+        .await
+        .unwrap();
+    publish_test_procedure(&stack, "test-closing-auto").await;
+    roster_cpam13(&stack).await;
+    let d = create(&stack, OWNER, "test-closing-auto").await;
+    let d = update(&stack, OWNER, d.number, 1, complete_answers())
+        .await
+        .unwrap();
+    deposit(&stack, OWNER, d.number, d.version).await.unwrap();
+    close_a_minute_ago(&stack, "test-closing-auto").await;
+    // Nobody calls close_due_procedures: the service's own scheduler moves the dossier.
+    let number = d.number;
+    let status = mst_testkit::wait_until(Duration::from_secs(20), || {
+        let stack = &stack;
+        async move {
+            let d = forms(stack)
+                .await
+                .get_dossier(promoteur(OWNER, pb::GetDossierRequest { number }))
+                .await
+                .ok()?
+                .into_inner()
+                .dossier?;
+            (d.status == ev::DossierStatus::EnInstruction as i32).then_some(d.status)
+        }
+    })
+    .await
+    .expect("the scheduler moves the dossier en instruction");
+    assert_eq!(status, ev::DossierStatus::EnInstruction as i32);
+    stack.stop(Duration::from_secs(10)).await.unwrap();
+}
+
 #[tokio::test]
 async fn at_the_closing_date_every_en_construction_dossier_moves_en_instruction_with_its_event() {
     let stack = Stack::start().await.unwrap();
@@ -31,33 +96,7 @@ async fn at_the_closing_date_every_en_construction_dossier_moves_en_instruction_
     let brouillon = create(&stack, OWNER, "test-closing").await;
 
     // The admin closes the procedure a minute ago; instruction learns it from the event.
-    let procedure = forms(&stack)
-        .await
-        .get_procedure(admin(pb::GetProcedureRequest {
-            procedure_id: "test-closing".into(),
-            include_published_revision: false,
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .procedure
-        .unwrap();
-    let past = std::time::SystemTime::now() - Duration::from_secs(60);
-    forms_admin(&stack)
-        .await
-        .update_procedure(admin(pb::UpdateProcedureRequest {
-            procedure_id: "test-closing".into(),
-            expected_version: procedure.version,
-            procedure: Some(pb::Procedure {
-                closing_at: Some(past.into()),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["closing_at".into()],
-            }),
-        }))
-        .await
-        .unwrap();
+    close_a_minute_ago(&stack, "test-closing").await;
     let instruction = stack.instruction.clone();
     let moved = mst_testkit::wait_until(Duration::from_secs(20), || {
         let instruction = instruction.clone();

@@ -541,3 +541,118 @@ async fn the_pdf_of_a_dossier_is_streamed_in_french() {
     assert!(text.contains("%%EOF"));
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// Instructeurs of the dossier's groupe and experts asked for an avis read the answers from
+/// forms (read only, never a brouillon); an undeclared instructeur and a stranger learn nothing.
+#[tokio::test]
+async fn instructeurs_of_the_groupe_and_experts_read_a_deposited_dossier_and_edit_nothing() {
+    use mst_proto::instruction as ipb;
+    use mst_proto::instruction::instruction_service_client::InstructionServiceClient;
+
+    const EXPERT: &str = "claire.expert@tabac-info.example";
+    let stack = stack_with_procedure().await;
+    roster_cpam13(&stack).await;
+    let d = create(&stack, OWNER, PROC).await;
+    let read = |email: &'static str, role: Role| {
+        let stack = &stack;
+        async move {
+            forms(stack)
+                .await
+                .get_dossier(as_(
+                    email,
+                    &[role],
+                    pb::GetDossierRequest { number: d.number },
+                ))
+                .await
+                .map(|r| r.into_inner().dossier.unwrap())
+        }
+    };
+    // A brouillon: nobody but its owner (and invitees).
+    let err = read(INSTRUCTEUR, Role::Instructeur).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    let d = update(&stack, OWNER, d.number, 1, complete_answers())
+        .await
+        .unwrap();
+    let d = deposit(&stack, OWNER, d.number, d.version).await.unwrap();
+    let seen = read(INSTRUCTEUR, Role::Instructeur).await.unwrap();
+    assert_eq!(seen.access, pb::DossierAccess::Instructeur as i32);
+    assert_eq!(seen.version, d.version);
+    assert!(seen.champs.iter().any(|c| c.field_id == "titre"));
+    let history = forms(&stack)
+        .await
+        .get_dossier_history(as_(
+            INSTRUCTEUR,
+            &[Role::Instructeur],
+            pb::GetDossierHistoryRequest {
+                number: d.number,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!history.entries.is_empty());
+    // Read only: his save is refused as for a stranger, and nothing changes.
+    let err = forms(&stack)
+        .await
+        .update_dossier(as_(
+            INSTRUCTEUR,
+            &[Role::Instructeur],
+            pb::UpdateDossierRequest {
+                number: d.number,
+                expected_version: d.version,
+                patches: vec![set("titre", text("Modifié par l'instructeur"))],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // Undeclared instructeur, expert without avis, promoteur stranger: nothing.
+    for (email, role) in [
+        ("inconnu@cpam13.example", Role::Instructeur),
+        (EXPERT, Role::Expert),
+        ("autre@asso.example", Role::Promoteur),
+    ] {
+        let err = read(email, role).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{email}");
+    }
+
+    // Once asked for an avis, the expert reads it.
+    let channel = tonic::transport::Endpoint::from_shared(stack.service("instruction").url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    InstructionServiceClient::new(channel)
+        .request_avis(as_(
+            INSTRUCTEUR,
+            &[Role::Instructeur],
+            ipb::RequestAvisRequest {
+                number: d.number,
+                expert_email: EXPERT.into(),
+                question: "Le budget vous paraît-il réaliste ?".into(),
+                confidential: false,
+                request_id: uuid::Uuid::new_v4().to_string(),
+            },
+        ))
+        .await
+        .unwrap();
+    let seen = read(EXPERT, Role::Expert).await.unwrap();
+    assert_eq!(seen.access, pb::DossierAccess::Expert as i32);
+    let after = forms_dossier_as_owner(&stack, d.number).await;
+    assert_eq!(after.version, d.version, "nothing changed");
+    stack.stop(Duration::from_secs(10)).await.unwrap();
+}
+
+async fn forms_dossier_as_owner(stack: &Stack, number: i64) -> pb::Dossier {
+    forms(stack)
+        .await
+        .get_dossier(promoteur(OWNER, pb::GetDossierRequest { number }))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap()
+}

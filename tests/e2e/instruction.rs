@@ -205,32 +205,68 @@ async fn an_instructeur_follows_instructs_and_accepts_a_dossier_with_a_justifica
     }
     assert_eq!(bytes, pdf);
 
-    // The export carries the answers under their labels, the status in French.
-    let mut export = client
-        .export_dossiers(instructeur(pb::ExportDossiersRequest {
+    // An annotation privée, defined by the admin and filled by the instructeur.
+    client
+        .update_annotation_definitions(admin(pb::UpdateAnnotationDefinitionsRequest {
             procedure_id: "test-instruction".into(),
-            format: pb::ExportFormat::Csv as i32,
-            tab: pb::DossierTab::Tous as i32,
-            filter: None,
-            repetition_field_id: String::new(),
-            include_annotations: false,
+            expected_version: 0,
+            definitions: vec![pb::AnnotationDefinition {
+                id: "montant_accorde".into(),
+                label: "Montant accordé".into(),
+                r#type: pb::AnnotationType::Decimal as i32,
+                ..Default::default()
+            }],
         }))
         .await
-        .unwrap()
-        .into_inner();
-    let mut csv = Vec::new();
-    while let Some(m) = export.next().await {
-        if let Some(pb::export_dossiers_response::Payload::Chunk(c)) = m.unwrap().payload {
-            csv.extend(c);
+        .unwrap();
+    client
+        .update_annotations(instructeur(pb::UpdateAnnotationsRequest {
+            number,
+            expected_version: 0,
+            patches: vec![pb::AnnotationPatch {
+                annotation_id: "montant_accorde".into(),
+                operation: Some(pb::annotation_patch::Operation::Set(pb::AnnotationValue {
+                    value: Some(pb::annotation_value::Value::Decimal("1500.50".into())),
+                })),
+            }],
+        }))
+        .await
+        .unwrap();
+
+    // The export carries the answers under their labels, the status in French, and the
+    // annotations privées only when asked.
+    let export_csv = |include_annotations: bool| {
+        let mut client = client.clone();
+        async move {
+            let mut export = client
+                .export_dossiers(instructeur(pb::ExportDossiersRequest {
+                    procedure_id: "test-instruction".into(),
+                    format: pb::ExportFormat::Csv as i32,
+                    tab: pb::DossierTab::Tous as i32,
+                    filter: None,
+                    repetition_field_id: String::new(),
+                    include_annotations,
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut csv = Vec::new();
+            while let Some(m) = export.next().await {
+                if let Some(pb::export_dossiers_response::Payload::Chunk(c)) = m.unwrap().payload {
+                    csv.extend(c);
+                }
+            }
+            String::from_utf8(csv).unwrap()
         }
-    }
-    let csv = String::from_utf8(csv).unwrap();
+    };
+    let csv = export_csv(false).await;
     let mut lines = csv.lines();
     let header = lines.next().unwrap();
     assert!(
         header.contains("Titre du projet") && header.contains("SIRET"),
         "{header}"
     );
+    assert!(!header.contains("Montant accordé"), "{header}");
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 1, "{csv}");
     assert!(
@@ -238,6 +274,14 @@ async fn an_instructeur_follows_instructs_and_accepts_a_dossier_with_a_justifica
         "{}",
         rows[0]
     );
+    let csv = export_csv(true).await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].ends_with(";Montant accordé (annotation privée)"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].ends_with(";1500,50"), "{}", lines[1]);
 
     // Re-opened, the dossier cannot reuse the spent upload id.
     let reopened = client

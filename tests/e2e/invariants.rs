@@ -20,6 +20,17 @@ fn instructeur() -> Principal {
     }
 }
 
+/// The dossier's version in the instruction service.
+async fn version_in_instruction(stack: &Stack, number: i64) -> i64 {
+    stack
+        .instruction
+        .dossier(&instructeur(), number)
+        .await
+        .unwrap()
+        .row
+        .version
+}
+
 async fn forms_dossier(stack: &Stack, number: i64) -> pb::Dossier {
     forms(stack)
         .await
@@ -47,13 +58,7 @@ async fn an_autosave_racing_passer_en_instruction_never_commits_after_the_transi
     let (mut landed, mut refused) = (0, 0);
     for round in 0..ROUNDS {
         let before = forms_dossier(&stack, number).await;
-        let status_version = stack
-            .instruction
-            .dossier(&me, number)
-            .await
-            .unwrap()
-            .row
-            .version;
+        let status_version = version_in_instruction(&stack, number).await;
         let (save, transition) = tokio::join!(
             update(
                 &stack,
@@ -126,5 +131,128 @@ async fn an_autosave_racing_passer_en_instruction_never_commits_after_the_transi
     }
     println!("I1: {ROUNDS} rounds, {landed} saves landed before the freeze, {refused} refused");
     assert_eq!(landed + refused, ROUNDS);
+    stack.stop(Duration::from_secs(10)).await.unwrap();
+}
+
+/// A hold nobody releases (instruction stopped between the freeze and its commit) is released once
+/// old enough, since instruction has committed nothing newer; a hold whose transition did commit,
+/// while forms has not heard of it yet, becomes the committed status instead — never an edit after
+/// the passage en instruction.
+#[tokio::test]
+async fn a_stale_freeze_is_released_only_when_its_transition_never_committed() {
+    use mst_forms::freeze::Resolved;
+    use mst_proto::events as ev;
+    use sea_orm::ConnectionTrait as _;
+
+    let stack = Stack::start().await.unwrap();
+    publish_test_procedure(&stack, "test-stale-freeze").await;
+    roster_cpam13(&stack).await;
+    let d = create(&stack, OWNER, "test-stale-freeze").await;
+    let d = update(&stack, OWNER, d.number, 1, complete_answers())
+        .await
+        .unwrap();
+    let d = deposit(&stack, OWNER, d.number, d.version).await.unwrap();
+    let number = d.number;
+
+    // The instruction service froze the dossier, then stopped before committing.
+    forms_internal(&stack)
+        .await
+        .freeze_dossier(as_(
+            "instruction@services.mst.local",
+            &[Role::System],
+            pb::FreezeDossierRequest {
+                number,
+                operation_id: "transition-never-committed".into(),
+                target_status: ev::DossierStatus::EnInstruction as i32,
+                status_version: 3,
+            },
+        ))
+        .await
+        .unwrap();
+    let patch = || vec![set("titre", text("Après la reprise"))];
+    let err = update(&stack, OWNER, number, d.version, patch())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    // A young hold is left alone (its transition may still commit within its lease).
+    let young = stack
+        .forms_freezes
+        .resolve(Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_eq!(young, Resolved::default());
+    // Old enough, and instruction has nothing newer: released, the promoteur edits again.
+    let old = stack.forms_freezes.resolve(Duration::ZERO).await.unwrap();
+    assert_eq!(
+        old,
+        Resolved {
+            released: 1,
+            ..Resolved::default()
+        }
+    );
+    let d = update(&stack, OWNER, number, d.version, patch())
+        .await
+        .unwrap();
+
+    // A transition that outlives its lease commits nothing and releases its hold.
+    let me = instructeur();
+    let status_version = version_in_instruction(&stack, number).await;
+    let err = stack
+        .instruction
+        .clone()
+        .with_freeze_lease(Duration::ZERO)
+        .transition(&me, number, status_version, Command::PasserEnInstruction)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, mst_instruction::app::AppError::Unavailable(_)),
+        "{err:?}"
+    );
+    let after = stack.instruction.dossier(&me, number).await.unwrap().row;
+    assert_eq!(
+        (after.status.as_str(), after.version),
+        ("en_construction", status_version)
+    );
+    let d = update(&stack, OWNER, number, d.version, patch())
+        .await
+        .unwrap();
+
+    // Now a transition that did commit: instruction passes it en instruction, but forms' mirror
+    // lags behind (put back as it was before the event, holding the transition's freeze).
+    let status_version = version_in_instruction(&stack, number).await;
+    stack
+        .instruction
+        .transition(&me, number, status_version, Command::PasserEnInstruction)
+        .await
+        .unwrap();
+    // (Once forms has mirrored the event, so that it does not arrive after the rewind.)
+    mst_testkit::wait_until(Duration::from_secs(10), || async {
+        (forms_dossier(&stack, number).await.status == ev::DossierStatus::EnInstruction as i32)
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    let db = stack.forms_freezes.forms().db();
+    db.execute_unprepared(&format!(
+        "UPDATE dossiers SET status = 'en_construction', status_version = {status_version}, \
+         frozen_by = 'transition-committed', frozen_at = NULL WHERE number = {number}"
+    ))
+    .await
+    .unwrap();
+    let resolved = stack.forms_freezes.resolve(Duration::ZERO).await.unwrap();
+    assert_eq!(
+        resolved,
+        Resolved {
+            mirrored: 1,
+            ..Resolved::default()
+        }
+    );
+    let now = forms_dossier(&stack, number).await;
+    assert_eq!(now.status, ev::DossierStatus::EnInstruction as i32);
+    let err = update(&stack, OWNER, number, d.version, patch())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }

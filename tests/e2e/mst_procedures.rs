@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use mst_e2e::Stack;
+use mst_e2e::{Services, Stack};
 use mst_kit::auth::Role;
 use mst_proto::events::DossierStatus;
 use mst_proto::forms as pb;
@@ -16,20 +16,20 @@ use tonic_types::StatusExt as _;
 
 use crate::support::*;
 
-const PROJET: &str = "mst-2024-projet";
-const ACTION: &str = "mst-2024-action";
+pub(crate) const PROJET: &str = "mst-2024-projet";
+pub(crate) const ACTION: &str = "mst-2024-action";
 /// The promoteur: the referent of an association of Marseille.
-const PROMOTEUR: &str = "marie.dupont@asso-souffle.fr";
+pub(crate) const PROMOTEUR: &str = "marie.dupont@asso-souffle.fr";
 /// Another promoteur, of another structure.
-const OTHER_PROMOTEUR: &str = "karim.benali@csapa-lestaque.fr";
-const INSTRUCTEUR_13: &str = "claire.roussel@assurance-maladie.example";
+pub(crate) const OTHER_PROMOTEUR: &str = "karim.benali@csapa-lestaque.fr";
+pub(crate) const INSTRUCTEUR_13: &str = "claire.roussel@assurance-maladie.example";
 const GROUPE_LABEL: &str = "CPAM des Bouches-du-Rhône";
 
 // ---------------------------------------------------------------------------------------------
 // Procedures
 // ---------------------------------------------------------------------------------------------
 
-async fn load_builtin(stack: &Stack, id: &str) -> pb::LoadProcedureResponse {
+async fn load_builtin(stack: &impl Services, id: &str) -> pb::LoadProcedureResponse {
     forms_admin(stack)
         .await
         .load_procedure(admin(pb::LoadProcedureRequest {
@@ -42,7 +42,10 @@ async fn load_builtin(stack: &Stack, id: &str) -> pb::LoadProcedureResponse {
 }
 
 /// Clears the closing date of `procedure` (the shipped definitions close in 2024).
-async fn clear_closing_date(stack: &Stack, procedure: &pb::Procedure) -> pb::Procedure {
+pub(crate) async fn clear_closing_date(
+    stack: &impl Services,
+    procedure: &pb::Procedure,
+) -> pb::Procedure {
     let mut request = pb::UpdateProcedureRequest {
         procedure_id: procedure.id.clone(),
         expected_version: procedure.version,
@@ -67,7 +70,7 @@ async fn clear_closing_date(stack: &Stack, procedure: &pb::Procedure) -> pb::Pro
 }
 
 /// Both procedures loaded, published and open; returns their published revisions.
-async fn open_procedures(stack: &Stack) -> (pb::Revision, pb::Revision) {
+pub(crate) async fn open_procedures(stack: &impl Services) -> (pb::Revision, pb::Revision) {
     let mut revisions = Vec::new();
     for id in [PROJET, ACTION] {
         let loaded = load_builtin(stack, id).await;
@@ -79,8 +82,8 @@ async fn open_procedures(stack: &Stack) -> (pb::Revision, pb::Revision) {
     (revisions.pop().unwrap(), action)
 }
 
-async fn try_create(
-    stack: &Stack,
+pub(crate) async fn try_create(
+    stack: &impl Services,
     owner: &str,
     procedure: &str,
 ) -> Result<pb::Dossier, tonic::Status> {
@@ -127,7 +130,7 @@ fn choice_values(def: &pb::FieldDefinition) -> Vec<String> {
 }
 
 /// The libellé of `departement`'s CPAM in the shipped `cpam.csv` (single-caisse départements).
-fn cpam_of(departement: &str) -> String {
+pub(crate) fn cpam_of(departement: &str) -> String {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../services/forms/data/cpam.csv"
@@ -148,7 +151,7 @@ fn cpam_of(departement: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// A groupe routed by the exact CPAM value and by its département, with one instructeur.
-async fn roster_groupe(stack: &Stack, cpam: &str, departement: &str) -> String {
+pub(crate) async fn roster_groupe(stack: &impl Services, cpam: &str, departement: &str) -> String {
     let mut client = roster(stack).await;
     let groupe = client
         .create_groupe(admin(mst_proto::instruction::CreateGroupeRequest {
@@ -173,7 +176,7 @@ async fn roster_groupe(stack: &Stack, cpam: &str, departement: &str) -> String {
     groupe.id
 }
 
-fn principal(email: &str, roles: &[Role]) -> mst_kit::auth::Principal {
+pub(crate) fn principal(email: &str, roles: &[Role]) -> mst_kit::auth::Principal {
     mst_kit::auth::Principal {
         email: email.into(),
         name: None,
@@ -207,7 +210,7 @@ fn with_luhn_key(payload: &str) -> String {
 
 /// A SIRET valid the way Sirene builds them: a SIREN with its own Luhn key, then an NIC whose
 /// last digit makes the 14 digits pass the Luhn check.
-fn siret(siren_payload: &str, nic_payload: &str) -> String {
+pub(crate) fn siret(siren_payload: &str, nic_payload: &str) -> String {
     let siren = with_luhn_key(siren_payload);
     assert_eq!(luhn_sum(&siren) % 10, 0);
     let siret = with_luhn_key(&format!("{siren}{nic_payload}"));
@@ -222,7 +225,7 @@ fn mistyped(siret: &str) -> String {
     format!("{head}{wrong}")
 }
 
-fn choice(value: &str) -> V {
+pub(crate) fn choice(value: &str) -> V {
     V::DropDown(pb::Choice {
         choice: Some(pb::choice::Choice::Value(value.into())),
     })
@@ -234,14 +237,19 @@ fn choice_other(text: &str) -> V {
     })
 }
 
-fn multi(values: &[&str], other: Option<&str>) -> V {
+pub(crate) fn multi(values: &[&str], other: Option<&str>) -> V {
     V::MultiDropDown(pb::MultiChoice {
         values: values.iter().map(|v| (*v).to_owned()).collect(),
         other: other.map(str::to_owned),
     })
 }
 
-fn marseille_address(street: &str, postal_code: &str, latitude: f64, longitude: f64) -> V {
+pub(crate) fn marseille_address(
+    street: &str,
+    postal_code: &str,
+    latitude: f64,
+    longitude: f64,
+) -> V {
     V::Address(pb::Address {
         label: format!("{street} {postal_code} Marseille"),
         street: street.into(),
@@ -256,7 +264,7 @@ fn marseille_address(street: &str, postal_code: &str, latitude: f64, longitude: 
 }
 
 /// A small, well-formed one-page PDF (objects, cross-reference table and trailer).
-fn pdf(line: &str) -> Vec<u8> {
+pub(crate) fn pdf(line: &str) -> Vec<u8> {
     let content = format!("BT /F1 14 Tf 72 770 Td ({line}) Tj ET");
     let objects = [
         "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
@@ -289,8 +297,8 @@ fn pdf(line: &str) -> Vec<u8> {
 }
 
 /// Uploads `content` as a PDF to the piece justificative `field_id` (metadata, then chunks).
-async fn upload_pdf(
-    stack: &Stack,
+pub(crate) async fn upload_pdf(
+    stack: &impl Services,
     who: &str,
     number: i64,
     field_id: &str,
@@ -323,8 +331,8 @@ async fn upload_pdf(
 }
 
 /// Saves `patches` at the dossier's current version and checks that the version moved on.
-async fn autosave(
-    stack: &Stack,
+pub(crate) async fn autosave(
+    stack: &impl Services,
     who: &str,
     dossier: &pb::Dossier,
     patches: Vec<pb::ChampPatch>,
@@ -369,7 +377,7 @@ fn hidden(dossier: &pb::Dossier, id: &str) -> bool {
     dossier.hidden_field_ids.iter().any(|h| h == id)
 }
 
-async fn get(stack: &Stack, who: &str, number: i64) -> pb::Dossier {
+async fn get(stack: &impl Services, who: &str, number: i64) -> pb::Dossier {
     forms(stack)
         .await
         .get_dossier(promoteur(who, pb::GetDossierRequest { number }))

@@ -4,6 +4,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod processes;
+pub mod support;
+
 use std::net::SocketAddr;
 use std::sync::Once;
 use std::time::Duration;
@@ -47,6 +50,41 @@ impl Running {
     }
 }
 
+/// Where each service of a running stack listens (in-process [`Stack`] or
+/// [`processes::ProcessStack`]); the [`support`] helpers take either.
+pub trait Services {
+    /// `http://addr` of `name` (forms, instruction, messagerie, oscars).
+    fn url(&self, name: &str) -> String;
+    /// The NATS server's URL.
+    fn nats_url(&self) -> String;
+    /// Subject prefix (the stream is its upper case).
+    fn prefix(&self) -> &str;
+}
+
+impl Services for Stack {
+    fn url(&self, name: &str) -> String {
+        self.service(name).url()
+    }
+    fn nats_url(&self) -> String {
+        self.nats.url()
+    }
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl Services for processes::ProcessStack {
+    fn url(&self, name: &str) -> String {
+        self.service(name).url()
+    }
+    fn nats_url(&self) -> String {
+        self.nats.url()
+    }
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
 /// The four services on one NATS.
 pub struct Stack {
     /// The NATS server.
@@ -64,12 +102,20 @@ pub struct Stack {
     pub smtp: SmtpSink,
     /// The messagerie use cases (tests trigger the daily digest through them).
     pub messagerie: mst_messagerie::app::Messagerie,
+    /// The forms service's resolver of stale freeze holds (run on demand by tests).
+    pub forms_freezes: mst_forms::freeze::StaleFreezes,
     _files: tempfile::TempDir,
 }
 
 impl Stack {
-    /// Starts NATS and the four services, each knowing the others' addresses.
+    /// Starts NATS and the four services, each knowing the others' addresses. The closing-date
+    /// scheduler is off (`MST_CLOSING_CHECK_SECS=0`): tests drive it.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// The same with more settings for every service (they override the defaults above).
+    pub async fn start_with(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         init_telemetry();
         let nats = NatsServer::start().await?;
         let prefix = unique_prefix();
@@ -88,6 +134,7 @@ impl Stack {
         let mut services = Vec::new();
         let mut instruction = None;
         let mut messagerie = None;
+        let mut forms_freezes = None;
         for (name, listener) in names.into_iter().zip(listeners) {
             let db = TestDb::new().await?;
             let mut env = Env::from_map([
@@ -102,7 +149,11 @@ impl Stack {
                     "MST_ATTACHMENTS_DIR",
                     files.path().join(name).to_string_lossy().into_owned(),
                 ),
+                ("MST_CLOSING_CHECK_SECS", "0".to_owned()),
             ]);
+            for (key, value) in extra {
+                env.set(*key, *value);
+            }
             let addr = listener.local_addr()?;
             let task = match name {
                 "forms" => {
@@ -110,6 +161,7 @@ impl Stack {
                     std::mem::take(&mut env).finish()?;
                     let app =
                         mst_forms::App::build_on(settings, listener, shutdown.clone()).await?;
+                    forms_freezes = Some(app.stale_freezes());
                     tokio::spawn(app.run())
                 }
                 "instruction" => {
@@ -162,6 +214,7 @@ impl Stack {
             instruction: instruction.ok_or_else(|| anyhow::anyhow!("instruction did not start"))?,
             smtp,
             messagerie: messagerie.ok_or_else(|| anyhow::anyhow!("messagerie did not start"))?,
+            forms_freezes: forms_freezes.ok_or_else(|| anyhow::anyhow!("forms did not start"))?,
             _files: files,
         })
     }

@@ -647,6 +647,8 @@ impl tonic::service::Interceptor for ServiceToken {
             .parse()
             .map_err(|_| Status::internal("service token is not a valid header value"))?;
         request.metadata_mut().insert("authorization", value);
+        // Service-to-service calls continue the caller's trace.
+        crate::grpc::inject_trace_context(request.metadata_mut());
         Ok(request)
     }
 }

@@ -30,6 +30,28 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            value.parse(),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// Puts the current span's W3C trace context (`traceparent`, `tracestate`) in an outgoing
+/// request's metadata, so the called service's span joins the caller's trace.
+pub fn inject_trace_context(metadata: &mut tonic::metadata::MetadataMap) {
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut MetadataInjector(metadata))
+    });
+}
+
 /// The span of one gRPC call, child of the caller's trace when it sent a `traceparent`.
 pub fn request_span(request: &http::Request<()>) -> tracing::Span {
     let path = request.uri().path();

@@ -26,6 +26,11 @@ pub mod telemetry;
 pub use error::{ApiError, Violation};
 pub use shutdown::Shutdown;
 
+/// Invariant I1: how long the instruction service may take between having forms freeze a
+/// dossier and committing the transition (it rolls back past it). Forms releases a hold whose
+/// transition never committed only well after this lease (`mst_forms::freeze`).
+pub const FREEZE_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Makes ring the process-wide rustls crypto provider; calling it again does nothing.
 ///
 /// The workspace uses ring everywhere (tonic `tls-ring`, reqwest `rustls-tls`, sqlx), but

@@ -1,10 +1,19 @@
 //! `mstctl`: the command-line client of mst-dossiers.
 //!
-//! Mint local tokens (shared-secret setups: the embedded default, compose), load procedures, and
-//! probe a service's standard health check (container health checks). Errors are printed with
-//! every field violation, so a person can act on them.
+//! Mint local tokens (shared-secret setups: the embedded default, compose), load procedures,
+//! import the roster, look at the dashboard and the dossiers, run any transition, export, follow
+//! the event feed, and probe a service's health. Every gRPC command authenticates with `--token`,
+//! or mints a short token for `--as EMAIL` with the shared secret. Errors are printed with every
+//! field violation, so a person can act on them.
 
 #![forbid(unsafe_code)]
+
+mod client;
+mod dossier;
+mod events;
+mod export;
+mod procedure;
+mod roster;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,6 +29,8 @@ use tonic_health::pb::health_client::HealthClient;
 #[derive(Debug, Parser)]
 #[command(name = "mstctl", version, propagate_version = true)]
 struct Cli {
+    #[command(flatten)]
+    caller: client::Caller,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,10 +50,36 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         ttl_hours: u64,
     },
-    /// Procedures of the forms service.
+    /// Procedures of the forms service (admin).
     Procedure {
         #[command(subcommand)]
         command: ProcedureCommand,
+    },
+    /// The roster: groupes instructeurs and declared instructeurs (admin).
+    Roster {
+        #[command(flatten)]
+        addr: dossier::InstructionAddr,
+        #[command(subcommand)]
+        command: roster::RosterCommand,
+    },
+    /// Dashboard, lists, one dossier, follows and transitions (instructeur).
+    Dossier {
+        #[command(flatten)]
+        addr: dossier::InstructionAddr,
+        #[command(subcommand)]
+        command: dossier::DossierCommand,
+    },
+    /// Export the dossiers of a procedure as CSV or XLSX (instructeur).
+    Export {
+        #[command(flatten)]
+        addr: dossier::InstructionAddr,
+        #[command(flatten)]
+        args: export::ExportArgs,
+    },
+    /// The event feed (JetStream).
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
     },
     /// Ask a service's standard gRPC health check; exits 0 when it answers SERVING.
     Health {
@@ -74,115 +111,14 @@ enum ProcedureCommand {
         #[arg(long)]
         publish: bool,
         #[command(flatten)]
-        target: Target,
+        addr: procedure::FormsAddr,
     },
 }
 
-/// Where to send a command and as whom.
-#[derive(Debug, clap::Args)]
-struct Target {
-    /// Address of the forms service.
-    #[arg(long, env = "MST_FORMS_URL", default_value = "http://127.0.0.1:50051")]
-    addr: String,
-    /// Bearer token to use (default: one minted for --as with the admin role).
-    #[arg(long, env = "MST_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Email of the admin a token is minted for when --token is absent.
-    #[arg(long = "as", default_value = "admin@mst.local")]
-    as_email: String,
-}
-
-impl Target {
-    fn bearer(&self) -> anyhow::Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
-        let token = match &self.token {
-            Some(t) => t.clone(),
-            None => {
-                let mut env = Env::from_process();
-                let settings = AuthSettings::from_env(&mut env);
-                env.finish()?;
-                mst_kit::auth::mint_for(
-                    &settings,
-                    &self.as_email,
-                    &[Role::Admin],
-                    Duration::from_secs(600),
-                )?
-            }
-        };
-        Ok(format!("Bearer {token}").parse()?)
-    }
-
-    async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
-        tonic::transport::Endpoint::from_shared(self.addr.clone())?
-            .connect()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", self.addr))
-    }
-}
-
-/// A status as a person can act on it: the message, then every field violation.
-fn explain(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt as _;
-    let mut out = format!("{:?}: {}", status.code(), status.message());
-    if let Some(bad) = status.get_details_bad_request() {
-        for v in bad.field_violations {
-            out.push_str(&format!("\n  - {} : {}", v.field, v.description));
-        }
-    }
-    if let Some(info) = status.get_details_error_info() {
-        out.push_str(&format!("\n  ({})", info.reason));
-    }
-    out
-}
-
-async fn load_procedure(
-    builtin: Option<String>,
-    file: Option<std::path::PathBuf>,
-    publish: bool,
-    target: Target,
-) -> anyhow::Result<bool> {
-    use mst_proto::forms::load_procedure_request::Source;
-    use mst_proto::forms::procedure_admin_service_client::ProcedureAdminServiceClient;
-    let source = match (builtin, file) {
-        (Some(id), _) => Source::BuiltinId(id),
-        (None, Some(path)) => {
-            let json = std::fs::read_to_string(&path)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-            Source::Definition(
-                mst_proto::json::decode("mst.forms.v1.ProcedureDefinition", &json).map_err(
-                    |e| anyhow::anyhow!("{} is not a procedure definition: {e}", path.display()),
-                )?,
-            )
-        }
-        (None, None) => anyhow::bail!("give --builtin or --file"),
-    };
-    let mut request = tonic::Request::new(mst_proto::forms::LoadProcedureRequest {
-        source: Some(source),
-        publish,
-    });
-    request
-        .metadata_mut()
-        .insert("authorization", target.bearer()?);
-    let response = ProcedureAdminServiceClient::new(target.channel().await?)
-        .load_procedure(request)
-        .await
-        .map_err(|s| anyhow::anyhow!(explain(&s)))?
-        .into_inner();
-    let outcome = mst_proto::forms::LoadOutcome::try_from(response.outcome)
-        .map(|o| o.as_str_name())
-        .unwrap_or("?");
-    let procedure = response.procedure.unwrap_or_default();
-    println!(
-        "{outcome}: {} « {} » (version {}, published revision {})",
-        procedure.id,
-        procedure.title,
-        procedure.version,
-        if procedure.published_revision_id.is_empty() {
-            "none"
-        } else {
-            &procedure.published_revision_id
-        }
-    );
-    Ok(true)
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Print events as they are published, one JSON line each (Ctrl-C to stop).
+    Follow(events::FollowArgs),
 }
 
 async fn health(addr: String, service: String, timeout: Duration) -> anyhow::Result<bool> {
@@ -201,28 +137,30 @@ async fn health(addr: String, service: String, timeout: Duration) -> anyhow::Res
     Ok(status == ServingStatus::Serving)
 }
 
+fn token(email: &str, roles: &[Role], ttl_hours: u64) -> anyhow::Result<bool> {
+    let mut env = Env::from_process();
+    let settings = AuthSettings::from_env(&mut env);
+    env.finish()?;
+    let token = mst_kit::auth::mint_for(
+        &settings,
+        email,
+        roles,
+        Duration::from_secs(ttl_hours * 3600),
+    )?;
+    println!("{token}");
+    Ok(true)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let caller = &cli.caller;
     let result = match cli.command {
         Command::Token {
             email,
             roles,
             ttl_hours,
-        } => {
-            let mut env = Env::from_process();
-            let settings = AuthSettings::from_env(&mut env);
-            env.finish().map_err(anyhow::Error::from).and_then(|()| {
-                let token = mst_kit::auth::mint_for(
-                    &settings,
-                    &email,
-                    &roles,
-                    Duration::from_secs(ttl_hours * 3600),
-                )?;
-                println!("{token}");
-                Ok(true)
-            })
-        }
+        } => token(&email, &roles, ttl_hours),
         Command::Health {
             addr,
             service,
@@ -234,9 +172,15 @@ async fn main() -> ExitCode {
                     builtin,
                     file,
                     publish,
-                    target,
+                    addr,
                 },
-        } => load_procedure(builtin, file, publish, target).await,
+        } => procedure::load(builtin, file, publish, &addr, caller).await,
+        Command::Roster { addr, command } => roster::run(command, &addr, caller).await,
+        Command::Dossier { addr, command } => dossier::run(command, &addr, caller).await,
+        Command::Export { addr, args } => export::run(args, &addr, caller).await,
+        Command::Events {
+            command: EventsCommand::Follow(args),
+        } => events::follow(args).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

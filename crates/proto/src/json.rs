@@ -49,6 +49,14 @@ pub fn encode<T: prost::Message>(full_name: &str, message: &T) -> Result<String,
     Ok(serde_json::to_string_pretty(&dynamic)?)
 }
 
+/// Writes the encoded message `bytes` (of type `full_name`) in the proto3 JSON mapping, on one
+/// line (event feeds, logs).
+pub fn encode_bytes(full_name: &str, bytes: &[u8]) -> Result<String, JsonError> {
+    let desc = descriptor(full_name)?;
+    let dynamic = DynamicMessage::decode(desc, bytes)?;
+    Ok(serde_json::to_string(&dynamic)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 pub mod event;
 pub mod json;
 
-pub use event::Event;
+pub use event::{CATALOGUE, Event};
 
 /// Encoded `FileDescriptorSet` of every proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mst_descriptor");

@@ -16,7 +16,8 @@ use crate::domain::procedure::{Access, Status as DossierStatus};
 use crate::domain::referentiel::Referentiel;
 use crate::domain::validate::check_for_deposit;
 
-type Client = InstructionInternalServiceClient<InterceptedService<Channel, ServiceToken>>;
+pub(crate) type Client =
+    InstructionInternalServiceClient<InterceptedService<Channel, ServiceToken>>;
 
 /// The deposit use case, with its client of the instruction service.
 #[derive(Clone, Debug)]

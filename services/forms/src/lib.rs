@@ -11,6 +11,7 @@ pub mod builtin;
 pub mod deposit;
 pub mod domain;
 pub mod events;
+pub mod freeze;
 pub use mst_kit::files;
 pub mod grpc;
 pub mod pdf;
@@ -60,6 +61,9 @@ pub struct Settings {
     /// Closing date applied to the shipped procedures (`MST_BUILTIN_CLOSING_AT`: `keep` the
     /// definition's, `none`, or an RFC 3339 instant).
     pub builtin_closing_at: Option<Option<chrono::DateTime<chrono::Utc>>>,
+    /// Age after which a freeze hold whose transition never committed is released
+    /// (`MST_FREEZE_RELEASE_AFTER_SECS`, default 300, at least twice [`freeze::FREEZE_LEASE`]).
+    pub freeze_release_after: std::time::Duration,
 }
 
 impl Settings {
@@ -100,7 +104,21 @@ impl Settings {
                 }
             },
         };
+        let freeze_release_after = env.seconds(
+            "MST_FREEZE_RELEASE_AFTER_SECS",
+            std::time::Duration::from_secs(300),
+        );
+        if freeze_release_after < 2 * freeze::FREEZE_LEASE {
+            env.issue(
+                "MST_FREEZE_RELEASE_AFTER_SECS",
+                format!(
+                    "must be at least {} s (twice the instruction service's freeze lease)",
+                    2 * freeze::FREEZE_LEASE.as_secs()
+                ),
+            );
+        }
         Self {
+            freeze_release_after,
             instruction_url: env.or("MST_INSTRUCTION_URL", "http://127.0.0.1:50052".to_owned()),
             attachments_dir: env
                 .or("MST_ATTACHMENTS_DIR", "data/forms-files".to_owned())
@@ -125,6 +143,7 @@ impl AsRef<CommonSettings> for Settings {
 pub struct App {
     infra: Infra,
     api: grpc::Api,
+    stale_freezes: freeze::StaleFreezes,
 }
 
 impl App {
@@ -153,7 +172,8 @@ impl App {
             infra.relay.clone(),
             domain::referentiel::Referentiel::official(),
             files,
-        );
+        )
+        .with_instruction(instruction.clone(), token.clone());
         if settings.builtins != Builtins::Off {
             load_builtins(
                 &forms,
@@ -163,8 +183,24 @@ impl App {
             .await?;
         }
         infra.spawn_consumer(events::spec(), events::StatusMirror::new(forms.clone()));
+        let stale_freezes =
+            freeze::StaleFreezes::new(forms.clone(), instruction.clone(), token.clone());
+        infra.shutdown.spawn(stale_freezes.clone().run(
+            std::time::Duration::from_secs(60),
+            settings.freeze_release_after,
+            infra.shutdown.token(),
+        ));
         let api = grpc::Api::new(forms, deposit::Deposits::new(instruction, token));
-        Ok(Self { infra, api })
+        Ok(Self {
+            infra,
+            api,
+            stale_freezes,
+        })
+    }
+
+    /// The stale-freeze resolver this service runs every minute (tests run it on demand).
+    pub fn stale_freezes(&self) -> freeze::StaleFreezes {
+        self.stale_freezes.clone()
     }
 
     /// Where the gRPC server listens.

@@ -37,6 +37,10 @@ pub struct Settings {
     pub files_s3: Option<mst_kit::files::S3Config>,
     /// Largest file in bytes (`MST_MAX_FILE_BYTES`, default 20 MB).
     pub max_file_bytes: u64,
+    /// How often the closing-date scheduler looks for procedures whose closing date has passed
+    /// (`MST_CLOSING_CHECK_SECS`, default 60; 0 turns it off, e.g. when another replica or a
+    /// test drives it).
+    pub closing_check_every: std::time::Duration,
 }
 
 impl Settings {
@@ -50,6 +54,8 @@ impl Settings {
                 .into(),
             files_s3: mst_kit::files::S3Config::from_env(env),
             max_file_bytes: env.or("MST_MAX_FILE_BYTES", mst_kit::files::DEFAULT_MAX_BYTES),
+            closing_check_every: env
+                .seconds("MST_CLOSING_CHECK_SECS", std::time::Duration::from_secs(60)),
         }
     }
 }
@@ -102,6 +108,13 @@ impl App {
             events::spec(),
             events::FormsEvents::new(instruction.clone()),
         );
+        if !settings.closing_check_every.is_zero() {
+            infra.shutdown.spawn(
+                instruction
+                    .clone()
+                    .run_closing_scheduler(settings.closing_check_every, infra.shutdown.token()),
+            );
+        }
         Ok(Self {
             infra,
             instruction,

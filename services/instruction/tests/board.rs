@@ -458,3 +458,105 @@ async fn counters_stay_exact_through_a_random_sequence_of_1000_transitions() {
         }
     }
 }
+
+fn spec(app: &TestApp, tab: Tab) -> mst_instruction::store::board::ListSpec {
+    mst_instruction::store::board::ListSpec {
+        procedure_id: PROCEDURE.into(),
+        groupes: vec![app.g13.clone()],
+        me: ALICE.into(),
+        tab,
+        statuses: vec![],
+        followed_by_me: false,
+        deposited_after: None,
+        deposited_before: None,
+        words: vec![],
+        sort: SortKey::Number,
+        descending: false,
+    }
+}
+
+#[tokio::test]
+async fn a_whole_tab_is_counted_exactly_and_a_filtered_list_up_to_the_cap() {
+    use mst_instruction::domain::Status;
+    use mst_instruction::store::board::count;
+
+    let app = spawn_app().await;
+    for n in 301..=306 {
+        deposit(&app, n, "Atelier tabac", "Association Souffle", true).await;
+    }
+    deposit(&app, 307, "Atelier tabac", "Association du Nord", false).await;
+    for n in [301, 302] {
+        follow(&app, ALICE, n, true).await.expect("follow");
+    }
+    follow(&app, BRUNO, 303, true).await.expect("follow");
+    let db = app.db();
+
+    // Whole tabs: the maintained counters, whatever the cap.
+    for (tab, want) in [
+        (Tab::Tous, 6),
+        (Tab::ASuivre, 3),
+        (Tab::Suivis, 2),
+        (Tab::Traites, 0),
+    ] {
+        assert_eq!(
+            count(db, &spec(&app, tab), 1).await.expect("count"),
+            (want, false),
+            "{tab:?}"
+        );
+    }
+    // Filters: counted up to the cap, then « more than ».
+    let mut by_status = spec(&app, Tab::Tous);
+    by_status.statuses = vec![Status::EnConstruction];
+    assert_eq!(count(db, &by_status, 3).await.expect("count"), (3, true));
+    assert_eq!(count(db, &by_status, 6).await.expect("count"), (6, false));
+    let mut by_text = spec(&app, Tab::Suivis);
+    by_text.words = vec!["tabac".into()];
+    assert_eq!(count(db, &by_text, 1).await.expect("count"), (1, true));
+    assert_eq!(count(db, &by_text, 2).await.expect("count"), (2, false));
+    by_text.words = vec!["introuvable".into()];
+    assert_eq!(count(db, &by_text, 1).await.expect("count"), (0, false));
+
+    // Through the use case: the tab's total is exact and not capped.
+    let page = app
+        .instruction
+        .list_dossiers(&instructeur(ALICE), list(Tab::Tous))
+        .await
+        .expect("list");
+    assert_eq!((page.total_count, page.total_count_capped), (6, false));
+}
+
+#[tokio::test]
+async fn the_suivis_counters_are_rebuilt_from_the_follows_when_the_migration_runs() {
+    let app = spawn_app().await;
+    for n in 401..=404 {
+        deposit(&app, n, "Projet", "Structure", n % 2 == 0).await;
+    }
+    for (who, n) in [(ALICE, 402), (ALICE, 404), (BRUNO, 404), (CLARA, 401)] {
+        follow(&app, who, n, true).await.expect("follow");
+    }
+    follow(&app, ALICE, 404, false).await.expect("unfollow");
+    let before = [
+        counts(&app, ALICE, &app.g13).await,
+        counts(&app, BRUNO, &app.g13).await,
+        counts(&app, CLARA, &app.g59).await,
+    ];
+    assert_eq!(
+        before.map(|c| c.suivis),
+        [1, 1, 1],
+        "maintained by the use cases"
+    );
+    // Roll the step back (its tables go) and apply it again on existing dossiers and follows.
+    mst_migrations::instruction::Migrator::down(app.db(), Some(1))
+        .await
+        .expect("down");
+    mst_migrations::instruction::Migrator::up(app.db(), None)
+        .await
+        .expect("up");
+    let after = [
+        counts(&app, ALICE, &app.g13).await,
+        counts(&app, BRUNO, &app.g13).await,
+        counts(&app, CLARA, &app.g59).await,
+    ];
+    assert_eq!(after, before);
+    assert_eq!(after[0], recount(app.db(), &app.g13, ALICE).await);
+}

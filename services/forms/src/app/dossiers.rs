@@ -134,6 +134,57 @@ impl Forms {
         Err(not_found(row.number))
     }
 
+    /// How the caller may read `row`: as owner or invitee; as a service or an admin; as an
+    /// instructeur of its groupe (never a brouillon) or an expert asked for an avis, as the
+    /// instruction service answers. Anyone else: NOT_FOUND, whether or not it exists.
+    pub(crate) async fn read_access<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        who: &Principal,
+        row: &dossier::Model,
+    ) -> Result<Access, AppError> {
+        match self.access(db, who, row).await {
+            Err(AppError::NotFound(..)) => {}
+            other => return other,
+        }
+        if who.has(Role::System) || who.has(Role::Admin) {
+            return Ok(Access::System);
+        }
+        let role = if who.has(Role::Instructeur) {
+            mst_proto::events::Role::Instructeur
+        } else if who.has(Role::Expert) {
+            mst_proto::events::Role::Expert
+        } else {
+            return Err(not_found(row.number));
+        };
+        let Some(client) = &self.instruction else {
+            return Err(not_found(row.number));
+        };
+        let answer = client
+            .clone()
+            .check_dossier_access(mst_proto::instruction::CheckDossierAccessRequest {
+                number: row.number,
+                email: who.email.to_lowercase(),
+                role: role as i32,
+            })
+            .await
+            .map_err(|s| {
+                AppError::Unavailable(format!("instruction CheckDossierAccess: {}", s.message()))
+            })?
+            .into_inner();
+        use mst_proto::instruction::AccessRelation as R;
+        let has = |r: R| answer.relations.contains(&(r as i32));
+        if !answer.allowed {
+            Err(not_found(row.number))
+        } else if has(R::Instructeur) && role == mst_proto::events::Role::Instructeur {
+            Ok(Access::Instructeur)
+        } else if has(R::Expert) {
+            Ok(Access::Expert)
+        } else {
+            Err(not_found(row.number))
+        }
+    }
+
     async fn view<C: ConnectionTrait>(
         &self,
         db: &C,
@@ -255,6 +306,7 @@ impl Forms {
             departement_code: Set(headline.departement_code),
             cpam: Set(headline.cpam),
             frozen_by: Set(None),
+            frozen_at: Set(None),
             correction_pending: Set(false),
             duplicated_from: Set(duplicated_from),
             create_request_id: Set(request_id.map(str::to_owned)),
@@ -300,7 +352,7 @@ impl Forms {
         let row = store::dossier(&self.db, number)
             .await?
             .ok_or_else(|| not_found(number))?;
-        let access = self.access(&self.db, who, &row).await?;
+        let access = self.read_access(&self.db, who, &row).await?;
         self.view(&self.db, row, access).await
     }
 
@@ -643,7 +695,7 @@ impl Forms {
         let row = store::dossier(&self.db, number)
             .await?
             .ok_or_else(|| not_found(number))?;
-        self.access(&self.db, who, &row).await?;
+        self.read_access(&self.db, who, &row).await?;
         let limit = page_size(page_size_req, 100, 1000);
         let before = if page_token.is_empty() {
             None

@@ -77,6 +77,12 @@ impl Forms {
     {
         let number = meta.number;
         let view = self.dossier(who, number).await?;
+        if !view.access.edits() {
+            return Err(AppError::Forbidden(format!(
+                "{} reads dossier {number} but does not edit it",
+                who.email
+            )));
+        }
         super::dossiers::ensure_editable(&view.row)?;
         let Some(entry) = view.form.entry(meta.path.field_id()) else {
             return Err(invalid(&meta.path, "Champ inconnu"));

@@ -77,6 +77,9 @@ pub enum AppError {
         /// The limit.
         limit_bytes: u64,
     },
+    /// A service this one depends on is unreachable; nothing changed, retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// Anything else.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -128,6 +131,7 @@ impl From<AppError> for ApiError {
             },
             AppError::AlreadyExists(resource, id) => ApiError::AlreadyExists { resource, id },
             AppError::TooLarge { what, limit_bytes } => ApiError::TooLarge { what, limit_bytes },
+            AppError::Unavailable(why) => ApiError::Unavailable(why),
             AppError::Unexpected(e) => ApiError::Unexpected(e),
         }
     }
@@ -166,6 +170,9 @@ pub struct Forms {
     limits: Limits,
     files: crate::files::FileStore,
     forms_cache: Arc<RwLock<HashMap<String, Arc<FormDefinition>>>>,
+    /// The instruction service, asked who else may read a dossier (instructeurs of its
+    /// groupe, experts); `None`: only owners, invitees, admins and services read.
+    instruction: Option<crate::deposit::Client>,
 }
 
 impl std::fmt::Debug for Forms {
@@ -173,6 +180,13 @@ impl std::fmt::Debug for Forms {
         f.debug_struct("Forms")
             .field("limits", &self.limits)
             .finish()
+    }
+}
+
+impl Forms {
+    /// The service's database.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
     }
 }
 
@@ -192,7 +206,23 @@ impl Forms {
             files,
             limits: Limits::default(),
             forms_cache: Arc::default(),
+            instruction: None,
         }
+    }
+
+    /// The same, asking the instruction service at `channel` who may read a dossier besides
+    /// its owner and invitees.
+    pub fn with_instruction(
+        mut self,
+        channel: tonic::transport::Channel,
+        token: mst_kit::auth::ServiceToken,
+    ) -> Self {
+        self.instruction = Some(
+            mst_proto::instruction::instruction_internal_service_client::InstructionInternalServiceClient::with_interceptor(
+                channel, token,
+            ),
+        );
+        self
     }
 
     /// The form of a revision. Published revisions never change, so they are cached; a draft is

@@ -174,6 +174,12 @@ pub enum Access {
     Owner,
     /// An invitee: read and edit only.
     Invitee,
+    /// An instructeur of the dossier's groupe (never a brouillon): read only.
+    Instructeur,
+    /// An expert asked for an avis on the dossier: read only.
+    Expert,
+    /// A service or an admin: read only.
+    System,
 }
 
 impl Access {
@@ -182,7 +188,15 @@ impl Access {
         match self {
             Access::Owner => "owner",
             Access::Invitee => "invitee",
+            Access::Instructeur => "instructeur",
+            Access::Expert => "expert",
+            Access::System => "system",
         }
+    }
+
+    /// Whether this access edits the dossier (owner, invitee).
+    pub fn edits(self) -> bool {
+        matches!(self, Access::Owner | Access::Invitee)
     }
 }
 

@@ -101,6 +101,9 @@ fn access_to_pb(access: Access) -> pb::DossierAccess {
     match access {
         Access::Owner => pb::DossierAccess::Owner,
         Access::Invitee => pb::DossierAccess::Invitee,
+        Access::Instructeur => pb::DossierAccess::Instructeur,
+        Access::Expert => pb::DossierAccess::Expert,
+        Access::System => pb::DossierAccess::System,
     }
 }
 

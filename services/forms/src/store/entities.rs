@@ -117,6 +117,8 @@ pub mod dossier {
         pub cpam: String,
         /// Operation holding a freeze (I1), if any.
         pub frozen_by: Option<String>,
+        /// When that hold was taken.
+        pub frozen_at: Option<DateTimeUtc>,
         /// A correction request waits for the owner.
         pub correction_pending: bool,
         /// Source of a duplicate.

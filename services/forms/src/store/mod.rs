@@ -240,8 +240,54 @@ pub async fn set_frozen_by<C: ConnectionTrait>(
             dossier::Column::FrozenBy,
             Expr::value(holder.map(str::to_owned)),
         )
+        .col_expr(
+            dossier::Column::FrozenAt,
+            Expr::value(holder.map(|_| chrono::Utc::now())),
+        )
         .filter(dossier::Column::Number.eq(number))
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// Dossiers holding a freeze taken at or before `cutoff` (or at an unknown time), oldest
+/// first, at most `limit`.
+pub async fn stale_freezes<C: ConnectionTrait>(
+    db: &C,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    limit: u64,
+) -> Result<Vec<dossier::Model>, DbErr> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    dossier::Entity::find()
+        .filter(dossier::Column::FrozenBy.is_not_null())
+        .filter(
+            sea_orm::Condition::any()
+                .add(dossier::Column::FrozenAt.is_null())
+                .add(dossier::Column::FrozenAt.lte(cutoff)),
+        )
+        .order_by_asc(dossier::Column::FrozenAt)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+/// Releases the hold of `operation_id` on dossier `number` if the dossier is still at
+/// `status_version`; whether it did.
+pub async fn release_freeze<C: ConnectionTrait>(
+    db: &C,
+    number: i64,
+    operation_id: &str,
+    status_version: i64,
+) -> Result<bool, DbErr> {
+    let res = dossier::Entity::update_many()
+        .col_expr(
+            dossier::Column::FrozenBy,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(dossier::Column::Number.eq(number))
+        .filter(dossier::Column::FrozenBy.eq(operation_id))
+        .filter(dossier::Column::StatusVersion.eq(status_version))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
 }

@@ -130,9 +130,15 @@ pub struct ListPage {
     pub columns: Vec<(String, String)>,
     /// Cursor of the next page ("" on the last).
     pub next_page_token: String,
-    /// Matching dossiers, all pages.
+    /// Matching dossiers, all pages (at most [`COUNT_CAP`] when filters apply).
     pub total_count: i64,
+    /// More than `total_count` dossiers match (the count stopped at [`COUNT_CAP`]).
+    pub total_count_capped: bool,
 }
+
+/// With filters, a list counts its matching dossiers up to this many (a whole tab is counted
+/// exactly, from the dashboard counters).
+pub const COUNT_CAP: u64 = 1_000;
 
 /// Brings the dashboard counters up to date with dossier `number` as it is now in `txn`. Call it
 /// in the transaction of every change of a dossier's status, archive flag, groupe, deletion or
@@ -535,7 +541,8 @@ impl Instruction {
         } else {
             String::new()
         };
-        let total_count = i64::try_from(store_board::count(db, &spec).await?).unwrap_or(i64::MAX);
+        let (total, total_count_capped) = store_board::count(db, &spec, COUNT_CAP).await?;
+        let total_count = i64::try_from(total).unwrap_or(i64::MAX);
         let numbers: Vec<i64> = rows.iter().map(|r| r.number).collect();
         let mut followers: BTreeMap<i64, Vec<String>> = BTreeMap::new();
         for (n, email) in store_board::followers_of(db, &numbers).await? {
@@ -595,6 +602,7 @@ impl Instruction {
             columns: columns.iter().map(|c| (c.clone(), header(c))).collect(),
             next_page_token,
             total_count,
+            total_count_capped,
         })
     }
 }

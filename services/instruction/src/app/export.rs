@@ -8,7 +8,9 @@
 //!
 //! Columns: the dossier (number, status label, dates in Europe/Paris time, groupe, owner,
 //! headline), then one column per top-level field of the form in revision order, headed by its
-//! label (display-only fields left out). Hidden answers (`hidden_field_ids`) are left empty.
+//! label (display-only fields left out), then — when asked (`include_annotations`) — one column
+//! per annotation privée of the procedure, headed "{label} (annotation privée)", read from the
+//! instruction database one query per page. Hidden answers (`hidden_field_ids`) are left empty.
 //! Multiple choices are joined with ", ", files by name, addresses by their label, dates as
 //! "JJ/MM/AAAA", yes/no and checkboxes as "Oui"/"Non". A repetition shows its number of rows in
 //! the main table; its rows go:
@@ -41,6 +43,7 @@ use mst_proto::forms::{
 };
 use rust_xlsxwriter::{Workbook, Worksheet, XlsxError};
 
+use super::avis::{AnnotationDefinition, AnnotationValue};
 use super::board::{ListRequest, SortKey, Tab};
 use super::{AppError, Instruction};
 use crate::domain::Status;
@@ -105,7 +108,7 @@ pub struct ExportRequest {
     pub text: String,
     /// CSV only: export this repetition's rows instead of the main table.
     pub repetition_field_id: Option<String>,
-    /// Append the annotations privées (not supported yet: refused as INVALID_ARGUMENT).
+    /// Append the annotations privées (one column per definition of the procedure).
     pub include_annotations: bool,
 }
 
@@ -173,6 +176,8 @@ pub struct Meta {
     pub departement: String,
     /// Headline.
     pub cpam: String,
+    /// Annotations privées by definition id (filled only when the export includes them).
+    pub annotations: HashMap<String, AnnotationValue>,
 }
 
 impl Meta {
@@ -192,6 +197,7 @@ impl Meta {
             siret: row.siret.clone(),
             departement: row.departement_code.clone(),
             cpam: row.cpam.clone(),
+            annotations: HashMap::new(),
         }
     }
 
@@ -248,6 +254,8 @@ pub struct Layout {
     pub columns: Vec<Column>,
     /// Repetitions, in revision order.
     pub repetitions: Vec<RepetitionLayout>,
+    /// Annotations privées appended after the answers (empty unless asked).
+    pub annotations: Vec<AnnotationDefinition>,
 }
 
 fn kind_of(f: &FieldDefinition) -> FieldType {
@@ -303,6 +311,11 @@ impl Layout {
             .iter()
             .map(|h| (*h).to_owned())
             .chain(self.columns.iter().map(|c| c.label.clone()))
+            .chain(
+                self.annotations
+                    .iter()
+                    .map(|a| format!("{} (annotation privée)", a.label)),
+            )
             .collect()
     }
 
@@ -314,7 +327,24 @@ impl Layout {
             None => Cell::Empty,
             Some(v) => value_cell(c.kind, v),
         }));
+        cells.extend(self.annotations.iter().map(|a| {
+            meta.annotations
+                .get(&a.id)
+                .filter(|v| a.accepts(v))
+                .map_or(Cell::Empty, annotation_cell)
+        }));
         cells
+    }
+}
+
+/// The cell of an annotation value.
+pub fn annotation_cell(v: &AnnotationValue) -> Cell {
+    match v {
+        AnnotationValue::Text(t) | AnnotationValue::DropDown(t) => text(t.clone()),
+        AnnotationValue::Integer(n) => Cell::Int(*n),
+        AnnotationValue::Decimal(d) => Cell::Decimal(d.clone()),
+        AnnotationValue::Date(d) => text(french_date(d)),
+        AnnotationValue::Checkbox(b) | AnnotationValue::YesNo(b) => yes_no(*b),
     }
 }
 
@@ -828,6 +858,17 @@ enum Writer {
     Xlsx(Box<XlsxWriter>),
 }
 
+impl Writer {
+    /// Whether the rows carry annotation columns (their values are then read per page).
+    fn with_annotations(&self) -> bool {
+        let layout = match self {
+            Writer::Csv(w) => &w.layout,
+            Writer::Xlsx(w) => &w.layout,
+        };
+        !layout.annotations.is_empty()
+    }
+}
+
 async fn send(tx: &tokio::sync::mpsc::Sender<Result<Bytes, AppError>>, bytes: Vec<u8>) -> bool {
     for chunk in bytes.chunks(CHUNK) {
         if tx.send(Ok(Bytes::copy_from_slice(chunk))).await.is_err() {
@@ -945,6 +986,25 @@ impl Instruction {
         Ok(out)
     }
 
+    /// The stored annotations of a page of dossiers, by number then definition id.
+    async fn export_annotations(
+        &self,
+        page: &[dossier::Model],
+    ) -> Result<HashMap<i64, HashMap<String, AnnotationValue>>, AppError> {
+        let numbers: Vec<i64> = page.iter().map(|r| r.number).collect();
+        let mut out: HashMap<i64, HashMap<String, AnnotationValue>> = HashMap::new();
+        if numbers.is_empty() {
+            return Ok(out);
+        }
+        for v in store::avis::annotation_values_of_many(self.db(), &numbers).await? {
+            let value: AnnotationValue = serde_json::from_str(&v.value)?;
+            out.entry(v.dossier_number)
+                .or_default()
+                .insert(v.annotation_id, value);
+        }
+        Ok(out)
+    }
+
     /// The form fields of the export: those of the procedure's published revision.
     ///
     /// The top-level fields of the procedure's published revision, labels included (from
@@ -973,12 +1033,6 @@ impl Instruction {
     /// before the first byte come as `Err`; later ones end the stream with an `Err` item.
     /// Role: instructeur (his groupes), admin.
     pub async fn export(&self, who: &Principal, req: ExportRequest) -> Result<Export, AppError> {
-        if req.include_annotations {
-            return Err(AppError::BadRequest(vec![(
-                "include_annotations".to_owned(),
-                "L'export des annotations privées n'est pas encore disponible".to_owned(),
-            )]));
-        }
         let spec = self.export_spec(who, &req).await?;
         let db = self.db();
         let labels: HashMap<String, String> = store::roster::all_groupes(db)
@@ -996,7 +1050,13 @@ impl Instruction {
             self.export_answers(&spec.procedure_id, &numbers).await?
         };
         let fields = self.export_fields(&spec.procedure_id).await?;
-        let layout = Layout::new(&fields);
+        let mut layout = Layout::new(&fields);
+        if req.include_annotations {
+            layout.annotations = self
+                .annotation_definitions(who, &spec.procedure_id)
+                .await?
+                .definitions;
+        }
         let date = paris(Utc::now()).format("%Y-%m-%d");
         let (writer, extension, content_type) = match req.format {
             Format::Csv => (
@@ -1043,14 +1103,20 @@ impl Instruction {
         tx: &tokio::sync::mpsc::Sender<Result<Bytes, AppError>>,
     ) -> Result<(), AppError> {
         loop {
+            let mut annotations = if writer.with_annotations() {
+                self.export_annotations(&page).await?
+            } else {
+                HashMap::new()
+            };
             for row in &page {
-                let meta = Meta::of(
+                let mut meta = Meta::of(
                     row,
                     row.groupe_id
                         .as_ref()
                         .and_then(|g| labels.get(g))
                         .map_or("", String::as_str),
                 );
+                meta.annotations = annotations.remove(&row.number).unwrap_or_default();
                 let d = answers.get(&row.number);
                 match &mut writer {
                     Writer::Csv(w) => {

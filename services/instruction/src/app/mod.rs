@@ -153,6 +153,7 @@ pub struct Instruction {
     db: DatabaseConnection,
     relay: RelayHandle,
     forms: FormsFreeze,
+    freeze_lease: std::time::Duration,
 }
 
 impl std::fmt::Debug for Instruction {
@@ -164,7 +165,20 @@ impl std::fmt::Debug for Instruction {
 impl Instruction {
     /// Use cases over `db`, publishing through `relay`, freezing dossiers through `forms`.
     pub fn new(db: DatabaseConnection, relay: RelayHandle, forms: FormsFreeze) -> Self {
-        Self { db, relay, forms }
+        Self {
+            db,
+            relay,
+            forms,
+            freeze_lease: mst_kit::FREEZE_LEASE,
+        }
+    }
+
+    /// The same use cases committing a passage en instruction only within `lease` of asking for
+    /// the freeze (default [`mst_kit::FREEZE_LEASE`], which forms relies on: only tests shorten
+    /// it).
+    pub fn with_freeze_lease(mut self, lease: std::time::Duration) -> Self {
+        self.freeze_lease = lease;
+        self
     }
 
     /// The database (roster use cases and tests).

@@ -743,7 +743,9 @@ impl Instruction {
     /// Applies an instructeur's command at `expected_version`. Passing en instruction first has
     /// forms freeze the dossier (I1): a save racing the transition either landed before the
     /// freeze — and is part of what is examined — or is refused; the freeze is released if the
-    /// transition then fails.
+    /// transition then fails, and the transition commits only within the freeze lease
+    /// ([`mst_kit::FREEZE_LEASE`]) of asking for the freeze (forms releases an abandoned hold
+    /// only after it).
     pub async fn transition(
         &self,
         who: &Principal,
@@ -774,6 +776,8 @@ impl Instruction {
         let traitement_id = uuid::Uuid::now_v7().to_string();
         let freezes = state.status() == Status::EnConstruction
             && planned.state.status() == Status::EnInstruction;
+        // The lease starts before the freeze is asked for: forms measures it from later.
+        let lease = freezes.then(|| std::time::Instant::now() + self.freeze_lease);
         let content_version = if freezes {
             self.forms
                 .freeze(number, &traitement_id, planned.state.version())
@@ -790,6 +794,7 @@ impl Instruction {
                 context,
                 &traitement_id,
                 content_version,
+                lease,
             )
             .await;
         match &result {
@@ -817,6 +822,7 @@ impl Instruction {
         context: Context,
         traitement_id: &str,
         content_version: i64,
+        lease: Option<std::time::Instant>,
     ) -> Result<DossierView, AppError> {
         let txn = mst_kit::db::begin_write(self.db()).await?;
         let row = store::dossier_for_update(&txn, number)
@@ -845,6 +851,13 @@ impl Instruction {
             None,
         )
         .await?;
+        if lease.is_some_and(|deadline| std::time::Instant::now() >= deadline) {
+            // Forms may release the hold once the lease is over: committing now could let a
+            // save land after the passage en instruction (I1). Roll back; the caller releases.
+            return Err(AppError::Unavailable(format!(
+                "dossier {number}: the forms freeze outlived its lease, nothing was committed"
+            )));
+        }
         txn.commit().await?;
         self.relay().wake();
         let who_email = actor.email().to_owned();

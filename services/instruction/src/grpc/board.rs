@@ -180,6 +180,7 @@ pub async fn list_dossiers(
             .collect(),
         next_page_token: page.next_page_token,
         total_count: page.total_count,
+        total_count_capped: page.total_count_capped,
     }))
 }
 

@@ -171,6 +171,17 @@ pub async fn annotation_values_of<C: ConnectionTrait>(
         .await
 }
 
+/// Every stored value of these dossiers (exports: one query per page of dossiers).
+pub async fn annotation_values_of_many<C: ConnectionTrait>(
+    db: &C,
+    numbers: &[i64],
+) -> Result<Vec<annotation_value::Model>, DbErr> {
+    annotation_value::Entity::find()
+        .filter(annotation_value::Column::DossierNumber.is_in(numbers.iter().copied()))
+        .all(db)
+        .await
+}
+
 /// Removes one value.
 pub async fn delete_annotation_value<C: ConnectionTrait>(
     db: &C,

@@ -10,10 +10,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::{ExprTrait, Func, LikeExpr, OnConflict, Query, SimpleExpr};
-use sea_orm::{
-    Condition, ConnectionTrait, FromQueryResult, Order, PaginatorTrait, QueryOrder, QuerySelect,
-    Set,
-};
+use sea_orm::{Condition, ConnectionTrait, Order, QueryOrder, QuerySelect, QueryTrait, Set};
 
 use super::{dossier, follow};
 use crate::domain::Status;
@@ -63,6 +60,61 @@ pub mod member {
         pub groupe_id: String,
         /// [`super::Buckets`] bits.
         pub mask: i32,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `dashboard_suivis`: the « suivis » counter of one instructeur in one procedure × groupe.
+pub mod suivi_counter {
+    use sea_orm::entity::prelude::*;
+
+    /// A counter.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "dashboard_suivis")]
+    pub struct Model {
+        /// Instructeur (lower case).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub email: String,
+        /// Procedure.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub procedure_id: String,
+        /// Groupe ("" for dossiers routed to no groupe).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub groupe_id: String,
+        /// Number of dossiers.
+        pub n: i64,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `dashboard_suivis_members`: the instructeurs whose « suivis » a dossier is counted in.
+pub mod suivi_member {
+    use sea_orm::entity::prelude::*;
+
+    /// One counted follow.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "dashboard_suivis_members")]
+    pub struct Model {
+        /// Dossier.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub dossier_number: i64,
+        /// Follower (lower case).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub email: String,
+        /// Procedure.
+        pub procedure_id: String,
+        /// Groupe ("" for none).
+        pub groupe_id: String,
     }
 
     /// No relations.
@@ -144,6 +196,93 @@ impl Buckets {
     }
 }
 
+/// Adds `delta` to one instructeur's « suivis » counter (creating it at `delta`).
+async fn bump_suivis<C: ConnectionTrait>(
+    db: &C,
+    m: &suivi_member::Model,
+    delta: i64,
+) -> Result<(), DbErr> {
+    suivi_counter::Entity::insert(suivi_counter::ActiveModel {
+        email: Set(m.email.clone()),
+        procedure_id: Set(m.procedure_id.clone()),
+        groupe_id: Set(m.groupe_id.clone()),
+        n: Set(delta),
+    })
+    .on_conflict(
+        OnConflict::columns([
+            suivi_counter::Column::Email,
+            suivi_counter::Column::ProcedureId,
+            suivi_counter::Column::GroupeId,
+        ])
+        .value(
+            suivi_counter::Column::N,
+            Expr::col((suivi_counter::Entity, suivi_counter::Column::N)).add(delta),
+        )
+        .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// Brings the « suivis » counters up to date with dossier `row`: each open follower of a
+/// deposited, undecided, non-archived dossier counts it once.
+async fn sync_suivis<C: ConnectionTrait>(
+    db: &C,
+    row: &dossier::Model,
+    status: Option<Status>,
+    followers: Vec<String>,
+) -> Result<(), DbErr> {
+    let counted = status.is_some_and(|s| s.is_deposited() && !s.is_decided())
+        && !row.archived
+        && !row.deleted;
+    let groupe = row.groupe_id.clone().unwrap_or_default();
+    let mut want: Vec<suivi_member::Model> = if counted {
+        followers
+            .into_iter()
+            .map(|email| suivi_member::Model {
+                dossier_number: row.number,
+                email,
+                procedure_id: row.procedure_id.clone(),
+                groupe_id: groupe.clone(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    want.sort_by(|a, b| a.email.cmp(&b.email));
+    want.dedup_by(|a, b| a.email == b.email);
+    let have = suivi_member::Entity::find()
+        .filter(suivi_member::Column::DossierNumber.eq(row.number))
+        .all(db)
+        .await?;
+    for old in have.iter().filter(|m| !want.contains(m)) {
+        bump_suivis(db, old, -1).await?;
+        suivi_member::Entity::delete_by_id((old.dossier_number, old.email.clone()))
+            .exec(db)
+            .await?;
+    }
+    for new in want.iter().filter(|m| !have.contains(m)) {
+        bump_suivis(db, new, 1).await?;
+        let model: suivi_member::ActiveModel = new.clone().into();
+        suivi_member::Entity::insert(model)
+            .on_conflict(
+                OnConflict::columns([
+                    suivi_member::Column::DossierNumber,
+                    suivi_member::Column::Email,
+                ])
+                .update_columns([
+                    suivi_member::Column::ProcedureId,
+                    suivi_member::Column::GroupeId,
+                ])
+                .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Adds `delta` to one counter (creating it at `delta`).
 async fn bump<C: ConnectionTrait>(
     db: &C,
@@ -182,16 +321,19 @@ pub async fn sync_dossier<C: ConnectionTrait>(db: &C, number: i64) -> Result<(),
     let Some(row) = dossier::Entity::find_by_id(number).one(db).await? else {
         return Ok(());
     };
-    let followed = follow::Entity::find()
+    let followers: Vec<String> = follow::Entity::find()
+        .select_only()
+        .column(follow::Column::Email)
         .filter(follow::Column::DossierNumber.eq(number))
         .filter(follow::Column::UnfollowedAt.is_null())
-        .count(db)
-        .await?
-        > 0;
+        .into_tuple()
+        .all(db)
+        .await?;
+    let followed = !followers.is_empty();
     // An unknown stored status counts nowhere (the workflow refuses such rows anyway).
-    let now = row
-        .status
-        .parse::<Status>()
+    let status = row.status.parse::<Status>().ok();
+    sync_suivis(db, &row, status, followers).await?;
+    let now = status
         .map(|s| Buckets::of(s, row.archived, row.deleted, followed))
         .unwrap_or(Buckets(0));
     let groupe = row.groupe_id.clone().unwrap_or_default();
@@ -271,73 +413,26 @@ pub async fn counters<C: ConnectionTrait>(
     q.all(db).await
 }
 
-#[derive(Debug, FromQueryResult)]
-struct SuivisRow {
-    procedure_id: String,
-    groupe_id: Option<String>,
-    n: i64,
-}
-
-/// Dossiers followed by `email`, not decided, not archived, per (procedure, groupe): an indexed
-/// read of his open follows (`follows_email`), joined to their dossiers by primary key — its cost
-/// grows with what he follows, not with the number of dossiers.
+/// The maintained « suivis » counters of `email` in these groupes (every groupe when `None`),
+/// optionally of one procedure: a primary-key range read, independent of the number of dossiers
+/// and of how many he follows.
 pub async fn suivis<C: ConnectionTrait>(
     db: &C,
     email: &str,
     groupes: Option<&[String]>,
     procedure_id: Option<&str>,
 ) -> Result<Vec<(String, String, i64)>, DbErr> {
-    let mut q = Query::select();
-    q.column((dossier::Entity, dossier::Column::ProcedureId))
-        .column((dossier::Entity, dossier::Column::GroupeId))
-        .expr_as(
-            Func::count(Expr::col((dossier::Entity, dossier::Column::Number))),
-            "n",
-        )
-        .from(follow::Entity)
-        .inner_join(
-            dossier::Entity,
-            Expr::col((dossier::Entity, dossier::Column::Number))
-                .equals((follow::Entity, follow::Column::DossierNumber)),
-        )
-        .and_where(ExprTrait::eq(
-            Expr::col((follow::Entity, follow::Column::Email)),
-            email,
-        ))
-        .and_where(Expr::col((follow::Entity, follow::Column::UnfollowedAt)).is_null())
-        .and_where(
-            Expr::col((dossier::Entity, dossier::Column::Status)).is_in([
-                Status::EnConstruction.as_str(),
-                Status::EnInstruction.as_str(),
-            ]),
-        )
-        .and_where(ExprTrait::eq(
-            Expr::col((dossier::Entity, dossier::Column::Archived)),
-            false,
-        ))
-        .and_where(ExprTrait::eq(
-            Expr::col((dossier::Entity, dossier::Column::Deleted)),
-            false,
-        ))
-        .group_by_col((dossier::Entity, dossier::Column::ProcedureId))
-        .group_by_col((dossier::Entity, dossier::Column::GroupeId));
+    let mut q = suivi_counter::Entity::find().filter(suivi_counter::Column::Email.eq(email));
     if let Some(groupes) = groupes {
-        q.and_where(
-            Expr::col((dossier::Entity, dossier::Column::GroupeId)).is_in(groupes.iter().cloned()),
-        );
+        q = q.filter(suivi_counter::Column::GroupeId.is_in(groupes.iter().cloned()));
     }
     if let Some(p) = procedure_id {
-        q.and_where(ExprTrait::eq(
-            Expr::col((dossier::Entity, dossier::Column::ProcedureId)),
-            p,
-        ));
+        q = q.filter(suivi_counter::Column::ProcedureId.eq(p));
     }
-    let rows = SuivisRow::find_by_statement(db.get_database_backend().build(&q))
-        .all(db)
-        .await?;
-    Ok(rows
+    Ok(q.all(db)
+        .await?
         .into_iter()
-        .map(|r| (r.procedure_id, r.groupe_id.unwrap_or_default(), r.n))
+        .map(|c| (c.procedure_id, c.groupe_id, c.n))
         .collect())
 }
 
@@ -535,12 +630,67 @@ fn condition(spec: &ListSpec) -> Condition {
     c
 }
 
-/// How many dossiers match `spec` (all pages).
-pub async fn count<C: ConnectionTrait>(db: &C, spec: &ListSpec) -> Result<u64, DbErr> {
-    dossier::Entity::find()
+impl ListSpec {
+    /// Whether only the tab filters (no status, follow, date or text filter).
+    pub fn is_whole_tab(&self) -> bool {
+        self.statuses.is_empty()
+            && !self.followed_by_me
+            && self.deposited_after.is_none()
+            && self.deposited_before.is_none()
+            && self.words.is_empty()
+    }
+}
+
+/// How many dossiers match `spec` (all pages), and whether that is only a lower bound.
+///
+/// A whole tab is read from the maintained counters (exact, a primary-key read). With filters,
+/// the matching dossiers are counted up to `cap` only: beyond, the count says « more than
+/// `cap` » (`true`) instead of reading every matching dossier of the procedure.
+pub async fn count<C: ConnectionTrait>(
+    db: &C,
+    spec: &ListSpec,
+    cap: u64,
+) -> Result<(u64, bool), DbErr> {
+    if spec.is_whole_tab() {
+        let n: i64 = if spec.tab == Tab::Suivis {
+            suivis(db, &spec.me, Some(&spec.groupes), Some(&spec.procedure_id))
+                .await?
+                .iter()
+                .map(|(_, _, n)| n)
+                .sum()
+        } else {
+            let bucket = match spec.tab {
+                Tab::ASuivre => "a_suivre",
+                Tab::Traites => "traites",
+                Tab::Archives => "archives",
+                Tab::Tous | Tab::Suivis => "tous",
+            };
+            counters(db, Some(&spec.groupes), Some(&spec.procedure_id))
+                .await?
+                .iter()
+                .filter(|c| c.bucket == bucket)
+                .map(|c| c.n)
+                .sum()
+        };
+        return Ok((u64::try_from(n).unwrap_or(0), false));
+    }
+    let matching = dossier::Entity::find()
+        .select_only()
+        .column(dossier::Column::Number)
         .filter(condition(spec))
-        .count(db)
-        .await
+        .limit(cap + 1)
+        .into_query();
+    let mut q = Query::select();
+    q.expr_as(Func::count(Expr::val(1)), "n")
+        .from_subquery(matching, "matching");
+    let n = db
+        .query_one(&q)
+        .await?
+        .map(|r| r.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    let n = u64::try_from(n).unwrap_or(0);
+    Ok(if n > cap { (cap, true) } else { (n, false) })
 }
 
 /// One page of `spec` after the row `(key, number)` (from the start when `None`), `limit` rows.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mst_e2e::Stack;
+use crate::Services;
 use mst_kit::auth::Role;
 use mst_proto::forms as pb;
 use mst_proto::forms::forms_service_client::FormsServiceClient;
@@ -49,19 +49,28 @@ async fn channel(url: String) -> Channel {
 }
 
 /// A forms client.
-pub async fn forms(stack: &Stack) -> FormsServiceClient<Channel> {
-    FormsServiceClient::new(channel(stack.service("forms").url()).await)
+pub async fn forms(stack: &impl Services) -> FormsServiceClient<Channel> {
+    FormsServiceClient::new(channel(stack.url("forms")).await)
         .max_decoding_message_size(64 * 1024 * 1024)
 }
 
 /// A forms admin client.
-pub async fn forms_admin(stack: &Stack) -> ProcedureAdminServiceClient<Channel> {
-    ProcedureAdminServiceClient::new(channel(stack.service("forms").url()).await)
+pub async fn forms_admin(stack: &impl Services) -> ProcedureAdminServiceClient<Channel> {
+    ProcedureAdminServiceClient::new(channel(stack.url("forms")).await)
+}
+
+/// A client of forms' service-to-service API (call it with a `Role::System` token).
+pub async fn forms_internal(
+    stack: &impl Services,
+) -> mst_proto::forms::forms_internal_service_client::FormsInternalServiceClient<Channel> {
+    mst_proto::forms::forms_internal_service_client::FormsInternalServiceClient::new(
+        channel(stack.url("forms")).await,
+    )
 }
 
 /// A roster client.
-pub async fn roster(stack: &Stack) -> RosterServiceClient<Channel> {
-    RosterServiceClient::new(channel(stack.service("instruction").url()).await)
+pub async fn roster(stack: &impl Services) -> RosterServiceClient<Channel> {
+    RosterServiceClient::new(channel(stack.url("instruction")).await)
 }
 
 /// The test procedure: a title, a SIRET, a yes/no that makes a precision required, a
@@ -88,7 +97,7 @@ pub fn test_definition(id: &str) -> pb::ProcedureDefinition {
 }
 
 /// Loads and publishes the test procedure `id`.
-pub async fn publish_test_procedure(stack: &Stack, id: &str) {
+pub async fn publish_test_procedure(stack: &impl Services, id: &str) {
     let mut admin_client = forms_admin(stack).await;
     let response = admin_client
         .load_procedure(admin(pb::LoadProcedureRequest {
@@ -104,7 +113,7 @@ pub async fn publish_test_procedure(stack: &Stack, id: &str) {
 }
 
 /// A groupe for département 13 with one declared instructeur.
-pub async fn roster_cpam13(stack: &Stack) -> String {
+pub async fn roster_cpam13(stack: &impl Services) -> String {
     let mut client = roster(stack).await;
     let groupe = client
         .create_groupe(admin(mst_proto::instruction::CreateGroupeRequest {
@@ -188,7 +197,7 @@ pub fn complete_answers() -> Vec<pb::ChampPatch> {
 }
 
 /// Creates a brouillon of `procedure` for `owner`.
-pub async fn create(stack: &Stack, owner: &str, procedure: &str) -> pb::Dossier {
+pub async fn create(stack: &impl Services, owner: &str, procedure: &str) -> pb::Dossier {
     forms(stack)
         .await
         .create_dossier(promoteur(
@@ -207,7 +216,7 @@ pub async fn create(stack: &Stack, owner: &str, procedure: &str) -> pb::Dossier 
 
 /// Applies `patches` at `version`.
 pub async fn update(
-    stack: &Stack,
+    stack: &impl Services,
     who: &str,
     number: i64,
     version: i64,
@@ -229,7 +238,7 @@ pub async fn update(
 
 /// Deposits at `version`.
 pub async fn deposit(
-    stack: &Stack,
+    stack: &impl Services,
     who: &str,
     number: i64,
     version: i64,
