@@ -19,6 +19,7 @@ mod instruction_m0004_avis;
 mod instruction_m0005_justificatifs;
 mod instruction_m0006_board_scale;
 mod messagerie_m0002;
+mod messagerie_m0003_mail_trace;
 mod oscars_m0002;
 mod plumbing;
 
@@ -82,6 +83,7 @@ pub mod messagerie {
             vec![
                 Box::new(plumbing::Migration),
                 Box::new(messagerie_m0002::Migration),
+                Box::new(messagerie_m0003_mail_trace::Migration),
             ]
         }
     }

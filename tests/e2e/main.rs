@@ -11,6 +11,7 @@ mod oscars;
 mod platform;
 mod processes;
 mod python_client;
+mod scenario;
 use mst_e2e::support;
 mod trace_and_auth;
 mod workflow;

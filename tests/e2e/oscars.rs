@@ -14,6 +14,7 @@ use mst_kit::auth::Role;
 use mst_kit::service::RunService as _;
 use mst_proto::Event as _;
 use mst_proto::events as ev;
+use mst_proto::forms as fpb;
 use mst_proto::forms::champ_value::Value as V;
 use mst_proto::instruction as ipb;
 use mst_proto::instruction::instruction_service_client::InstructionServiceClient;
@@ -31,10 +32,10 @@ use crate::mst_procedures::{
 };
 use crate::support::*;
 
-const AMBASSADEUR_PACA: &str = "lea.garcia@cres-paca.example";
+pub(crate) const AMBASSADEUR_PACA: &str = "lea.garcia@cres-paca.example";
 const AMBASSADEUR_ARA: &str = "hugo.bernard@ireps-ara.example";
-const PROJET_TITLE: &str = "Mois sans tabac 2024 dans les quartiers Nord de Marseille";
-const STRUCTURE: &str = "Association Souffle – Prévention santé Marseille";
+pub(crate) const PROJET_TITLE: &str = "Mois sans tabac 2024 dans les quartiers Nord de Marseille";
+pub(crate) const STRUCTURE: &str = "Association Souffle – Prévention santé Marseille";
 
 // ---------------------------------------------------------------------------------------------
 // Clients and helpers
@@ -52,11 +53,11 @@ async fn oscars_at(url: String) -> OscarsServiceClient<Channel> {
     OscarsServiceClient::new(channel(url).await)
 }
 
-async fn oscars(stack: &impl Services) -> OscarsServiceClient<Channel> {
+pub(crate) async fn oscars(stack: &impl Services) -> OscarsServiceClient<Channel> {
     oscars_at(stack.url("oscars")).await
 }
 
-async fn public(stack: &impl Services) -> OscarsPublicServiceClient<Channel> {
+pub(crate) async fn public(stack: &impl Services) -> OscarsPublicServiceClient<Channel> {
     OscarsPublicServiceClient::new(channel(stack.url("oscars")).await)
 }
 
@@ -68,7 +69,7 @@ fn ambassadeur<T>(email: &str, message: T) -> tonic::Request<T> {
     as_(email, &[Role::Ambassadeur], message)
 }
 
-fn paca<T>(message: T) -> tonic::Request<T> {
+pub(crate) fn paca<T>(message: T) -> tonic::Request<T> {
     ambassadeur(AMBASSADEUR_PACA, message)
 }
 
@@ -120,7 +121,7 @@ async fn all_fiches(client: &mut OscarsServiceClient<Channel>) -> BTreeMap<i64, 
 }
 
 /// The fiche of dossier `number` once it exists with `version` at least.
-async fn fiche_of(stack: &impl Services, number: i64, version: i64) -> ev::Fiche {
+pub(crate) async fn fiche_of(stack: &impl Services, number: i64, version: i64) -> ev::Fiche {
     let mut client = oscars(stack).await;
     eventually(&format!("the fiche of dossier {number}"), || {
         let mut client = client.clone();
@@ -135,7 +136,7 @@ async fn fiche_of(stack: &impl Services, number: i64, version: i64) -> ev::Fiche
     all_fiches(&mut client).await.remove(&number).unwrap()
 }
 
-async fn configure_ambassadeurs(stack: &impl Services) {
+pub(crate) async fn configure_ambassadeurs(stack: &impl Services) {
     let mut client = oscars(stack).await;
     for (region, email, structure) in [
         ("93", AMBASSADEUR_PACA, "CRES Provence-Alpes-Côte d'Azur"),
@@ -184,7 +185,24 @@ async fn deposit_projet_of(
     title: &str,
 ) -> i64 {
     let d = try_create(stack, PROMOTEUR, procedure).await.unwrap();
-    let mut patches = vec![
+    let version = fill_projet(stack, &d, year, siret, cpam, title).await;
+    deposit(stack, PROMOTEUR, d.number, version)
+        .await
+        .unwrap_or_else(|e| panic!("deposit of the projet: {e:?}"));
+    d.number
+}
+
+/// Fills brouillon `d` as a realistic Projet of edition `year` over three autosaves and two
+/// uploads; returns its version.
+pub(crate) async fn fill_projet(
+    stack: &impl Services,
+    d: &fpb::Dossier,
+    year: i64,
+    siret: &str,
+    cpam: &str,
+    title: &str,
+) -> i64 {
+    let patches = vec![
         set("p_siret", V::Siret(siret.into())),
         set("p_raison_sociale", text(STRUCTURE)),
         set("p_type_structure", choice("Association")),
@@ -280,21 +298,23 @@ async fn deposit_projet_of(
         set_in_row("p_cofinancements", "f1", "p_cof_statut", choice("Acquis")),
         set("p_engagement_bilan", V::Checkbox(true)),
     ];
-    let d = autosave(stack, PROMOTEUR, &d, std::mem::take(&mut patches)).await;
+    // Three autosaves, as the form saves while the promoteur types.
+    let mut d = d.clone();
+    let third = patches.len().div_ceil(3);
+    for chunk in patches.chunks(third) {
+        d = autosave(stack, PROMOTEUR, &d, chunk.to_vec()).await;
+    }
     let mut version = d.version;
     for (field, name) in [("p_pj_budget", "budget.pdf"), ("p_pj_rib", "rib.pdf")] {
         version = upload_pdf(stack, PROMOTEUR, d.number, field, name, pdf(name))
             .await
             .version;
     }
-    deposit(stack, PROMOTEUR, d.number, version)
-        .await
-        .unwrap_or_else(|e| panic!("deposit of the projet: {e:?}"));
-    d.number
+    version
 }
 
 /// A realistic Action of `projet`, filled and deposited.
-async fn deposit_action(
+pub(crate) async fn deposit_action(
     stack: &impl Services,
     siret: &str,
     cpam: &str,
@@ -357,7 +377,7 @@ async fn deposit_action(
 }
 
 /// The instruction status version of dossier `number`.
-async fn status_version(stack: &impl Services, number: i64) -> i64 {
+pub(crate) async fn status_version(stack: &impl Services, number: i64) -> i64 {
     instruction(stack)
         .await
         .get_dossier(instructeur(ipb::GetDossierRequest { number }))
@@ -370,7 +390,7 @@ async fn status_version(stack: &impl Services, number: i64) -> i64 {
 }
 
 /// Passes `number` en instruction and accepts it.
-async fn accept(stack: &impl Services, number: i64) {
+pub(crate) async fn accept(stack: &impl Services, number: i64) {
     let mut client = instruction(stack).await;
     let version = status_version(stack, number).await;
     let d = client
@@ -467,21 +487,21 @@ async fn accepted_projet_and_actions(stack: &impl Services, with_actions: bool) 
 
 /// One feed message: subject, event id, fiche, withdrawal reason.
 #[derive(Debug, Clone)]
-struct FeedItem {
-    subject: String,
-    event_id: String,
-    fiche: ev::Fiche,
-    reason: i32,
+pub(crate) struct FeedItem {
+    pub(crate) subject: String,
+    pub(crate) event_id: String,
+    pub(crate) fiche: ev::Fiche,
+    pub(crate) reason: i32,
 }
 
 /// An external subscriber: its own durable pull consumer on `mst.oscars.fiche.>`, from the start.
-struct Subscriber {
+pub(crate) struct Subscriber {
     consumer: PullConsumer,
     prefix: String,
 }
 
 impl Subscriber {
-    async fn new(stack: &impl Services, durable: &str) -> Self {
+    pub(crate) async fn new(stack: &impl Services, durable: &str) -> Self {
         let js = async_nats::jetstream::new(async_nats::connect(stack.nats_url()).await.unwrap());
         let stream = js.get_stream(stack.prefix().to_uppercase()).await.unwrap();
         let consumer = stream
@@ -501,7 +521,7 @@ impl Subscriber {
     }
 
     /// Receives (and acks) messages until `n` have arrived, at most 20 s.
-    async fn take(&mut self, n: usize) -> Vec<FeedItem> {
+    pub(crate) async fn take(&mut self, n: usize) -> Vec<FeedItem> {
         let mut out = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while out.len() < n {
@@ -575,12 +595,12 @@ impl Subscriber {
     }
 
     /// Messages left for this subscriber.
-    async fn pending(&mut self) -> u64 {
+    pub(crate) async fn pending(&mut self) -> u64 {
         self.consumer.info().await.unwrap().num_pending
     }
 }
 
-fn kinds(items: &[FeedItem]) -> BTreeMap<&str, usize> {
+pub(crate) fn kinds(items: &[FeedItem]) -> BTreeMap<&str, usize> {
     let mut out = BTreeMap::new();
     for i in items {
         *out.entry(i.subject.as_str()).or_default() += 1;
@@ -589,7 +609,7 @@ fn kinds(items: &[FeedItem]) -> BTreeMap<&str, usize> {
 }
 
 /// Each event once, and per fiche strictly increasing versions in delivery order.
-fn assert_once_and_in_order(items: &[FeedItem]) {
+pub(crate) fn assert_once_and_in_order(items: &[FeedItem]) {
     let mut ids = std::collections::BTreeSet::new();
     let mut last: BTreeMap<&str, i64> = BTreeMap::new();
     for i in items {

@@ -51,3 +51,13 @@ pub fn set_parent_from(span: &tracing::Span, headers: Option<&HeaderMap>) {
         let _ = span.set_parent(cx);
     }
 }
+
+/// Sets `span`'s parent from trace context headers captured earlier with
+/// [`current_context_headers`] (e.g. stored with a queued job).
+pub fn set_parent_from_map(span: &tracing::Span, headers: &HashMap<String, String>) {
+    if headers.is_empty() {
+        return;
+    }
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(headers));
+    let _ = span.set_parent(cx);
+}

@@ -5,6 +5,7 @@
 //! `MailSent` in the transaction that marks a row sent.
 
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use chrono::Utc;
 use futures::StreamExt as _;
@@ -74,6 +75,10 @@ impl Messagerie {
             queued_at: Set(now),
             sent_at: Set(None),
             next_attempt_at: Set(now),
+            trace_context: Set(
+                serde_json::to_string(&mst_bus::trace::current_context_headers())
+                    .unwrap_or_default(),
+            ),
         })
         .on_conflict_do_nothing_on([mail::Column::DedupKey])
         .exec_without_returning(txn)
@@ -150,6 +155,21 @@ impl Messagerie {
         if claimed.rows_affected != 1 {
             return Ok(());
         }
+        let span = tracing::info_span!(
+            "mail.send",
+            otel.name = "smtp send",
+            otel.kind = "client",
+            delivery = %row.id,
+            template = %row.template,
+        );
+        let parent: std::collections::HashMap<String, String> =
+            serde_json::from_str(&row.trace_context).unwrap_or_default();
+        mst_bus::trace::set_parent_from_map(&span, &parent);
+        self.deliver_claimed(row).instrument(span).await
+    }
+
+    async fn deliver_claimed(&self, row: mail::Model) -> Result<(), AppError> {
+        let now = Utc::now();
         let attempts = row.attempts + 1;
         let outgoing = Outgoing {
             to: row.recipient.clone(),

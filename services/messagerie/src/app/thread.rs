@@ -198,7 +198,11 @@ impl Messagerie {
             .into());
         }
         let has = |r: ipb::AccessRelation| answer.relations.contains(&(r as i32));
-        let role = if has(ipb::AccessRelation::Owner) || has(ipb::AccessRelation::Invitee) {
+        // A CPAM instructeur may also be an invitee of the dossier (the promoteur asked him to
+        // read it before the deposit): signed in as instructeur, he writes as the instructeur.
+        let role = if role == ev::Role::Instructeur && has(ipb::AccessRelation::Instructeur) {
+            ev::Role::Instructeur
+        } else if has(ipb::AccessRelation::Owner) || has(ipb::AccessRelation::Invitee) {
             ev::Role::Promoteur
         } else if has(ipb::AccessRelation::Instructeur) {
             ev::Role::Instructeur

@@ -200,6 +200,9 @@ pub mod mail {
         pub sent_at: Option<DateTimeUtc>,
         /// Next attempt (also the lease of the sender working on it).
         pub next_attempt_at: DateTimeUtc,
+        /// W3C trace context (JSON) of the transaction that queued it: sending continues the
+        /// trace of the causing event.
+        pub trace_context: String,
     }
 
     /// No relations.
