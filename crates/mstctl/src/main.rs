@@ -12,6 +12,7 @@ mod client;
 mod dossier;
 mod events;
 mod export;
+mod message;
 mod procedure;
 mod roster;
 
@@ -68,6 +69,13 @@ enum Command {
         addr: dossier::InstructionAddr,
         #[command(subcommand)]
         command: dossier::DossierCommand,
+    },
+    /// A dossier's thread: read it, post a message with attachments (instructeur by default).
+    Message {
+        #[command(flatten)]
+        addr: message::MessagerieAddr,
+        #[command(subcommand)]
+        command: message::MessageCommand,
     },
     /// Export the dossiers of a procedure as CSV or XLSX (instructeur).
     Export {
@@ -178,6 +186,7 @@ async fn main() -> ExitCode {
         Command::Roster { addr, command } => roster::run(command, &addr, caller).await,
         Command::Dossier { addr, command } => dossier::run(command, &addr, caller).await,
         Command::Export { addr, args } => export::run(args, &addr, caller).await,
+        Command::Message { addr, command } => message::run(command, &addr, caller).await,
         Command::Events {
             command: EventsCommand::Follow(args),
         } => events::follow(args).await,

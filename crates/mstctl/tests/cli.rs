@@ -1,5 +1,6 @@
 //! `mstctl` against the running services (in-process, real NATS and databases): roster import,
-//! dashboard, list, transitions with errors a person can act on, show, export and the live feed.
+//! dashboard, list, transitions with errors a person can act on, the thread, show, export and
+//! the live feed.
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ async fn mstctl(stack: &Stack, args: &[&str]) -> (bool, String, String) {
         .args(args)
         .env("MST_FORMS_URL", stack.service("forms").url())
         .env("MST_INSTRUCTION_URL", stack.service("instruction").url())
+        .env("MST_MESSAGERIE_URL", stack.service("messagerie").url())
         .env("MST_NATS_URL", stack.nats.url())
         .env("MST_NATS_STREAM", stack.prefix.to_uppercase())
         .env("MST_NATS_SUBJECT_PREFIX", &stack.prefix)
@@ -92,6 +94,31 @@ async fn an_admin_and_an_instructeur_drive_a_dossier_from_the_command_line() {
     let (ok, out, err) = run(args).await;
     assert!(ok, "{err}");
     assert!(out.contains("DOSSIER_STATUS_EN_INSTRUCTION"), "{out}");
+
+    // A message with an attachment in the dossier's thread, then the thread.
+    let pdf = dir.path().join("grille.pdf");
+    std::fs::write(&pdf, b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n").unwrap();
+    let mut args = with(&["message", "post"]);
+    args.extend([
+        n.clone(),
+        "--body".into(),
+        "Merci de joindre le calendrier.".into(),
+        "--attach".into(),
+        pdf.to_string_lossy().into_owned(),
+    ]);
+    let (ok, out, err) = run(args).await;
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("posté sur le dossier {n}")), "{out}");
+    let mut args = with(&["message", "list"]);
+    args.push(n.clone());
+    let (ok, out, err) = run(args).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("lea.roux@cpam13.example: Merci de joindre le calendrier.")
+            && out.contains("pièces jointes : grille.pdf")
+            && out.contains("Email automatique : Votre dossier n°"),
+        "{out}"
+    );
 
     // Refusing without a motivation: the field violation is printed.
     let mut args = with(&["dossier", "transition"]);
