@@ -407,12 +407,24 @@ impl Messagerie {
         if e.status != ev::DossierStatus::EnConstruction as i32 {
             return Ok(());
         }
-        let at = occurred_at(e.metadata.as_ref());
-        let source = event_id(e.metadata.as_ref());
+        self.notice_modified(txn, e.number, e.procedure.as_ref(), e.metadata.as_ref())
+            .await
+    }
+
+    /// The followers' « dossier modifié » notice for an event about dossier `number`.
+    async fn notice_modified<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        number: i64,
+        procedure: Option<&ev::ProcedureRef>,
+        metadata: Option<&ev::EventMetadata>,
+    ) -> Result<(), AppError> {
+        let at = occurred_at(metadata);
+        let source = event_id(metadata);
         self.notice_instructeurs(
             txn,
-            e.number,
-            e.procedure.as_ref(),
+            number,
+            procedure,
             &source,
             super::notices::Kind::DossierModified,
             None,
@@ -428,18 +440,8 @@ impl Messagerie {
         txn: &C,
         e: &ev::DossierCorrectionResolved,
     ) -> Result<(), AppError> {
-        let at = occurred_at(e.metadata.as_ref());
-        let source = event_id(e.metadata.as_ref());
-        self.notice_instructeurs(
-            txn,
-            e.number,
-            e.procedure.as_ref(),
-            &source,
-            super::notices::Kind::DossierModified,
-            None,
-            at,
-        )
-        .await
+        self.notice_modified(txn, e.number, e.procedure.as_ref(), e.metadata.as_ref())
+            .await
     }
 
     /// `MessagePosted`: an instructeur's (or expert's) message reaches the promoteur by email
