@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod demo;
 mod dossier;
 mod events;
 mod export;
@@ -84,6 +85,10 @@ enum Command {
         #[command(flatten)]
         args: export::ExportArgs,
     },
+    /// Play the guide on a running deployment (the embedded stack by default): three promoteurs,
+    /// their Projets and Actions deposited, accepted and published; prints the timeline, the
+    /// emails sent and the fiches on the public map.
+    Demo(demo::DemoArgs),
     /// The event feed (JetStream).
     Events {
         #[command(subcommand)]
@@ -187,6 +192,7 @@ async fn main() -> ExitCode {
         Command::Dossier { addr, command } => dossier::run(command, &addr, caller).await,
         Command::Export { addr, args } => export::run(args, &addr, caller).await,
         Command::Message { addr, command } => message::run(command, &addr, caller).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Events {
             command: EventsCommand::Follow(args),
         } => events::follow(args).await,

@@ -14,6 +14,7 @@ async fn mstctl(stack: &Stack, args: &[&str]) -> (bool, String, String) {
         .env("MST_FORMS_URL", stack.service("forms").url())
         .env("MST_INSTRUCTION_URL", stack.service("instruction").url())
         .env("MST_MESSAGERIE_URL", stack.service("messagerie").url())
+        .env("MST_OSCARS_URL", stack.service("oscars").url())
         .env("MST_NATS_URL", stack.nats.url())
         .env("MST_NATS_STREAM", stack.prefix.to_uppercase())
         .env("MST_NATS_SUBJECT_PREFIX", &stack.prefix)
@@ -188,6 +189,43 @@ async fn an_admin_and_an_instructeur_drive_a_dossier_from_the_command_line() {
         lines
             .iter()
             .all(|l| l.contains("\"subject\":\"dossier.status_changed.v1\""))
+    );
+    stack.stop(Duration::from_secs(10)).await.unwrap();
+}
+
+/// The demo a newcomer runs on the embedded stack: three promoteurs' Projets and Actions
+/// deposited, accepted and published, with the emails and the public fiches printed.
+#[tokio::test]
+async fn the_demo_plays_the_guide_and_prints_its_timeline_emails_and_fiches() {
+    let stack = Stack::start().await.unwrap();
+    let (ok, out, err) = mstctl(&stack, &["demo", "--open-procedures"]).await;
+    assert!(ok, "{out}\n{err}");
+    println!("{out}");
+    for needle in [
+        "dossier n° 1",
+        "Fiches OSCARS visibles sur la carte (6)",
+        "a bien été déposé",
+        "a été accepté",
+        "rattachée au projet « Mois sans tabac 2024 dans les quartiers Nord de Marseille »",
+    ] {
+        assert!(out.contains(needle), "« {needle} » missing:\n{out}");
+    }
+    assert!(
+        !out.contains("[queued]") && !out.contains("[failed]"),
+        "{out}"
+    );
+    let sent = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("[sent]"))
+        .count();
+    // Per dossier: brouillon, déposé, examiné, accepté to the owner: 4 × 6.
+    assert!(sent >= 24, "{sent} emails:\n{out}");
+    // A second run on the same deployment works too (groupes and ambassadeurs already there).
+    let (ok, out, err) = mstctl(&stack, &["demo", "--open-procedures"]).await;
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("Fiches OSCARS visibles sur la carte (12)"),
+        "{out}"
     );
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }
