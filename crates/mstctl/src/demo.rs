@@ -418,23 +418,51 @@ impl Demo {
         Ok(request)
     }
 
+    /// The two procedures, published and open: loaded from the shipped definitions only when
+    /// missing (reloading a shipped definition would restore its 2024 closing date).
     async fn open(&mut self, open_procedures: bool) -> anyhow::Result<()> {
         for id in [PROJET, ACTION] {
-            let r = self
-                .admin_forms
-                .load_procedure(self.as_(
+            let existing = self
+                .forms
+                .get_procedure(self.as_(
                     ADMIN,
                     Role::Admin,
-                    fpb::LoadProcedureRequest {
-                        source: Some(fpb::load_procedure_request::Source::BuiltinId(id.into())),
-                        publish: true,
+                    fpb::GetProcedureRequest {
+                        procedure_id: id.into(),
+                        include_published_revision: false,
                     },
                 )?)
-                .await
-                .map_err(|s| explain(&s))?
-                .into_inner();
-            let procedure = r.procedure.unwrap_or_default();
-            if procedure.closing_at.is_some() && open_procedures {
+                .await;
+            let procedure = match existing {
+                Ok(r) => r.into_inner().procedure.unwrap_or_default(),
+                Err(s) if s.code() == tonic::Code::NotFound => self
+                    .admin_forms
+                    .load_procedure(self.as_(
+                        ADMIN,
+                        Role::Admin,
+                        fpb::LoadProcedureRequest {
+                            source: Some(fpb::load_procedure_request::Source::BuiltinId(id.into())),
+                            publish: true,
+                        },
+                    )?)
+                    .await
+                    .map_err(|s| explain(&s))?
+                    .into_inner()
+                    .procedure
+                    .unwrap_or_default(),
+                Err(s) => return Err(explain(&s)),
+            };
+            let closed = procedure.closing_at.as_ref().is_some_and(|at| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                at.seconds <= now
+            });
+            if closed {
+                anyhow::ensure!(
+                    open_procedures,
+                    "the procedure {id} is closed: on a demo deployment, run `mstctl demo --open-procedures`"
+                );
                 self.admin_forms
                     .update_procedure(self.as_(
                         ADMIN,

@@ -220,8 +220,9 @@ async fn the_demo_plays_the_guide_and_prints_its_timeline_emails_and_fiches() {
         .count();
     // Per dossier: brouillon, déposé, examiné, accepté to the owner: 4 × 6.
     assert!(sent >= 24, "{sent} emails:\n{out}");
-    // A second run on the same deployment works too (groupes and ambassadeurs already there).
-    let (ok, out, err) = mstctl(&stack, &["demo", "--open-procedures"]).await;
+    // A second run on the same deployment works too (groupes and ambassadeurs already there), and
+    // needs no flag: the procedures are open and are not reloaded (which would close them again).
+    let (ok, out, err) = mstctl(&stack, &["demo"]).await;
     assert!(ok, "{out}\n{err}");
     assert!(
         out.contains("Fiches OSCARS visibles sur la carte (12)"),
