@@ -8,10 +8,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use mst_kit::auth::{Principal, Role};
 use sea_orm::ConnectionTrait;
 
+use super::export::{date_text, status_label};
 use super::{AppError, Instruction, page_size};
 use crate::domain::Status;
 use crate::store::board::{self as store_board, KeyValue, ListSpec};
@@ -196,48 +197,6 @@ fn header(id: &str) -> String {
         .find(|(c, _)| *c == id)
         .map(|(_, l)| (*l).to_owned())
         .unwrap_or_default()
-}
-
-fn last_sunday(year: i32, month: u32) -> Option<NaiveDate> {
-    let first_next = if month == 12 {
-        NaiveDate::from_ymd_opt(year + 1, 1, 1)?
-    } else {
-        NaiveDate::from_ymd_opt(year, month + 1, 1)?
-    };
-    let last = first_next.pred_opt()?;
-    let back = last.weekday().num_days_from_sunday();
-    last.checked_sub_signed(TimeDelta::days(i64::from(back)))
-}
-
-/// Europe/Paris wall-clock time of an instant (EU summer time rule; the forms service has the
-/// same rule — the services share no domain code).
-fn paris(instant: DateTime<Utc>) -> NaiveDateTime {
-    let utc = instant.naive_utc();
-    let start = last_sunday(utc.year(), 3).and_then(|d| d.and_hms_opt(1, 0, 0));
-    let end = last_sunday(utc.year(), 10).and_then(|d| d.and_hms_opt(1, 0, 0));
-    let offset = match (start, end) {
-        (Some(s), Some(e)) if s <= utc && utc < e => 2,
-        _ => 1,
-    };
-    utc.checked_add_signed(TimeDelta::hours(offset))
-        .unwrap_or(utc)
-}
-
-fn date_text(at: Option<DateTime<Utc>>) -> String {
-    at.map(|at| paris(at).format("%d/%m/%Y %H:%M").to_string())
-        .unwrap_or_default()
-}
-
-fn status_label(status: &str) -> String {
-    match status.parse::<Status>() {
-        Ok(Status::Brouillon) => "Brouillon".into(),
-        Ok(Status::EnConstruction) => "En construction".into(),
-        Ok(Status::EnInstruction) => "En instruction".into(),
-        Ok(Status::Accepte) => "Accepté".into(),
-        Ok(Status::Refuse) => "Refusé".into(),
-        Ok(Status::SansSuite) => "Classé sans suite".into(),
-        Err(_) => status.to_owned(),
-    }
 }
 
 /// 64-bit FNV-1a: a stable fingerprint binding a cursor to its query.
@@ -610,18 +569,6 @@ impl Instruction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{TimeZone, Weekday};
-
-    #[test]
-    fn paris_time_follows_summer_time() {
-        let at = |y, m, d, h| Utc.with_ymd_and_hms(y, m, d, h, 0, 0).single();
-        assert_eq!(date_text(at(2024, 1, 15, 23)), "16/01/2024 00:00");
-        assert_eq!(date_text(at(2024, 7, 1, 10)), "01/07/2024 12:00");
-        assert_eq!(
-            last_sunday(2024, 10).map(|d| d.weekday()),
-            Some(Weekday::Sun)
-        );
-    }
 
     #[test]
     fn columns_are_checked_for_unknown_ids_duplicates_and_count() {

@@ -498,7 +498,8 @@ fn last_sunday(year: i32, month: u32) -> Option<NaiveDate> {
     last.checked_sub_signed(TimeDelta::days(i64::from(back)))
 }
 
-/// Europe/Paris wall-clock time of an instant (EU summer time rule, as `app::board`).
+/// Europe/Paris wall-clock time of an instant (EU summer time rule; the lists of `app::board`
+/// show their dates through [`date_text`] too).
 fn paris(instant: DateTime<Utc>) -> NaiveDateTime {
     let utc = instant.naive_utc();
     let start = last_sunday(utc.year(), 3).and_then(|d| d.and_hms_opt(1, 0, 0));
@@ -1227,6 +1228,18 @@ mod tests {
         assert_eq!(sheet_name("dépenses  ht", &mut taken), "dépenses  ht (2)");
         let long = "x".repeat(40);
         assert_eq!(sheet_name(&long, &mut taken).chars().count(), 31);
+    }
+
+    #[test]
+    fn paris_time_follows_summer_time() {
+        use chrono::{TimeZone as _, Weekday};
+        let at = |y, m, d, h| Utc.with_ymd_and_hms(y, m, d, h, 0, 0).single();
+        assert_eq!(date_text(at(2024, 1, 15, 23)), "16/01/2024 00:00");
+        assert_eq!(date_text(at(2024, 7, 1, 10)), "01/07/2024 12:00");
+        assert_eq!(
+            last_sunday(2024, 10).map(|d| d.weekday()),
+            Some(Weekday::Sun)
+        );
     }
 
     #[test]
