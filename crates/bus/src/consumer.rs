@@ -1,5 +1,9 @@
 //! Durable pull consumers with exactly-once effects.
 //!
+//! Messages that arrive together are handled in one transaction (up to [`MAX_BATCH`], in order,
+//! one commit then the acks); if any of them fails, the batch is rolled back and each goes
+//! through the single-message path below, where its failure is classified.
+//!
 //! For each message: open a transaction, skip it if `(consumer, event_id)` is already in
 //! `processed_events`, else run the handler inside the transaction and record the event id in the
 //! same transaction, commit, and only then ack. A crash anywhere before the commit leaves nothing
@@ -17,13 +21,16 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use bytes::Bytes;
 use chrono::Utc;
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::stream::Bus;
+
+/// Most messages handled in one transaction.
+const MAX_BATCH: usize = 128;
 
 /// The `processed_events` table: which consumer handled which event.
 pub mod processed {
@@ -102,6 +109,10 @@ pub trait Handler: Send + Sync + 'static {
         txn: &DatabaseTransaction,
         delivery: &Delivery,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Called after a transaction holding handled events committed (wake what reads their
+    /// effects, e.g. a sender). Does nothing by default.
+    fn committed(&self) {}
 }
 
 /// A durable consumer's configuration.
@@ -254,20 +265,122 @@ impl<H: Handler> Consumer<H> {
             let Some(message) = next else {
                 anyhow::bail!("message stream ended");
             };
-            let message = message?;
-            let (id, outcome) = self.process(message).await?;
-            if let Some(observer) = &self.observer {
-                let _ = observer.send((id, outcome));
+            // Whatever else has already arrived joins the batch (never waits for more).
+            let mut batch = vec![message?];
+            let mut interrupted = None;
+            while batch.len() < MAX_BATCH {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => batch.push(message),
+                    Some(Some(Err(e))) => {
+                        interrupted = Some(anyhow::Error::from(e));
+                        break;
+                    }
+                    Some(None) => {
+                        interrupted = Some(anyhow::anyhow!("message stream ended"));
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            for (id, outcome) in self.process_batch(batch).await? {
+                if let Some(observer) = &self.observer {
+                    let _ = observer.send((id, outcome));
+                }
+            }
+            if let Some(e) = interrupted {
+                return Err(e);
             }
         }
     }
 
-    /// Handles one message end to end (transaction, ack, dead letter); returns its event id and
-    /// what happened.
-    pub async fn process(
+    /// Handles messages that arrived together in ONE transaction (one commit, then the acks),
+    /// in their order. If any handler fails, that transaction is rolled back and each message
+    /// goes through [`Consumer::process`] on its own, where failures are classified.
+    pub async fn process_batch(
         &self,
-        message: async_nats::jetstream::Message,
-    ) -> anyhow::Result<(String, Outcome)> {
+        mut messages: Vec<async_nats::jetstream::Message>,
+    ) -> anyhow::Result<Vec<(String, Outcome)>> {
+        if messages.len() <= 1 {
+            let mut out = Vec::new();
+            if let Some(message) = messages.pop() {
+                out.push(self.process(message).await?);
+            }
+            return Ok(out);
+        }
+        let deliveries = messages
+            .iter()
+            .map(|m| self.delivery(m))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        match self.apply_all(&messages, &deliveries).await {
+            Ok(outcomes) => {
+                self.handler.committed();
+                futures::future::try_join_all(messages.iter().map(|m| async move {
+                    m.double_ack()
+                        .await
+                        .map_err(|e| anyhow::anyhow!("ack: {e}"))
+                }))
+                .await?;
+                Ok(deliveries
+                    .into_iter()
+                    .map(|d| d.event_id)
+                    .zip(outcomes)
+                    .collect())
+            }
+            Err(error) => {
+                tracing::debug!(consumer = %self.spec.durable, %error, "batch rolled back; handling its messages one by one");
+                let mut out = Vec::with_capacity(messages.len());
+                for message in messages {
+                    out.push(self.process(message).await?);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    async fn apply_all(
+        &self,
+        messages: &[async_nats::jetstream::Message],
+        deliveries: &[Delivery],
+    ) -> Result<Vec<Outcome>, HandlerError> {
+        let txn = crate::db::begin_write(&self.db).await?;
+        let mut seen: std::collections::HashSet<String> = processed::Entity::find()
+            .filter(processed::Column::Consumer.eq(self.spec.durable.as_str()))
+            .filter(
+                processed::Column::EventId.is_in(deliveries.iter().map(|d| d.event_id.as_str())),
+            )
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|row| row.event_id)
+            .collect();
+        let now = Utc::now();
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        let mut rows = Vec::new();
+        for (message, delivery) in messages.iter().zip(deliveries) {
+            if !seen.insert(delivery.event_id.clone()) {
+                outcomes.push(Outcome::Duplicate);
+                continue;
+            }
+            let span = self.span(message, delivery);
+            if let Err(e) = self.handler.handle(&txn, delivery).instrument(span).await {
+                txn.rollback().await?;
+                return Err(e);
+            }
+            rows.push(processed::ActiveModel {
+                consumer: Set(self.spec.durable.clone()),
+                event_id: Set(delivery.event_id.clone()),
+                processed_at: Set(now),
+            });
+            outcomes.push(Outcome::Handled);
+        }
+        if !rows.is_empty() {
+            processed::Entity::insert_many(rows).exec(&txn).await?;
+        }
+        txn.commit().await?;
+        Ok(outcomes)
+    }
+
+    fn delivery(&self, message: &async_nats::jetstream::Message) -> anyhow::Result<Delivery> {
         let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
         let (attempt, stream_sequence) = (info.delivered, info.stream_sequence);
         let headers = message.headers.clone();
@@ -280,14 +393,18 @@ impl<H: Handler> Consumer<H> {
             crate::subjects::relative(&self.bus.settings.subject_prefix, &message.subject)
                 .unwrap_or(&message.subject)
                 .to_owned();
-        let delivery = Delivery {
+        Ok(Delivery {
             event_id,
             subject,
             payload: message.payload.clone(),
             attempt,
             stream_sequence,
             headers,
-        };
+        })
+    }
+
+    /// The consumer span of one delivery, child of the producer's trace context.
+    fn span(&self, message: &async_nats::jetstream::Message, delivery: &Delivery) -> tracing::Span {
         let span = tracing::info_span!(
             "event.consume",
             otel.name = %format!("{} process", delivery.subject),
@@ -296,9 +413,21 @@ impl<H: Handler> Consumer<H> {
             messaging.destination.name = %message.subject,
             messaging.message.id = %delivery.event_id,
             messaging.consumer.group.name = %self.spec.durable,
-            attempt,
+            attempt = delivery.attempt,
         );
         crate::trace::set_parent_from(&span, delivery.headers.as_ref());
+        span
+    }
+
+    /// Handles one message end to end (transaction, ack, dead letter); returns its event id and
+    /// what happened.
+    pub async fn process(
+        &self,
+        message: async_nats::jetstream::Message,
+    ) -> anyhow::Result<(String, Outcome)> {
+        let delivery = self.delivery(&message)?;
+        let attempt = delivery.attempt;
+        let span = self.span(&message, &delivery);
         let event_id = delivery.event_id.clone();
         let outcome = async {
             let outcome = match self.apply(&delivery).await {
@@ -355,6 +484,7 @@ impl<H: Handler> Consumer<H> {
         .insert(&txn)
         .await?;
         txn.commit().await?;
+        self.handler.committed();
         Ok(Outcome::Handled)
     }
 

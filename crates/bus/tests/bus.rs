@@ -478,3 +478,79 @@ async fn a_handler_that_ran_once_for_an_event_does_not_run_its_effect_again_on_r
     stop.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn events_arriving_together_take_effect_once_each_and_a_poison_among_them_is_dead_lettered() {
+    let s = setup().await;
+    // Published before the consumer starts: they arrive together and are handled as batches.
+    let mut ids = Vec::new();
+    for _ in 0..60 {
+        ids.push(commit_event(&s.db, "dossier.batch.v1").await.to_string());
+    }
+    let poison = ids[31].clone();
+    Relay::new(s.db.clone(), s.bus.clone())
+        .publish_pending()
+        .await
+        .unwrap();
+    let handler = Recorder {
+        poison: Some(poison.clone()),
+        ..Default::default()
+    };
+    let calls = handler.calls.clone();
+    let (stop, mut rx, task) = spawn_consumer(&s, spec("batched", "dossier.batch.v1"), handler);
+    let mut outcomes = std::collections::HashMap::new();
+    for _ in 0..ids.len() {
+        let (id, outcome) = next_outcome(&mut rx).await;
+        assert!(
+            outcomes.insert(id, outcome).is_none(),
+            "an event reported twice"
+        );
+    }
+    for id in &ids {
+        let expected = if *id == poison {
+            Outcome::DeadLettered
+        } else {
+            Outcome::Handled
+        };
+        assert_eq!(outcomes.get(id), Some(&expected), "{id}");
+        assert_eq!(effect_count(&s.db, id).await, i64::from(*id != poison));
+    }
+    let dl = dead_letters(&s.bus).await;
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].0, poison);
+    // A batch that failed is replayed message by message: some handlers ran twice, never their
+    // effect (each run was rolled back or committed once).
+    assert!(calls.load(Ordering::SeqCst) >= ids.len());
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_without_failures_runs_each_handler_once() {
+    let s = setup().await;
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        ids.push(commit_event(&s.db, "dossier.fast.v1").await.to_string());
+    }
+    Relay::new(s.db.clone(), s.bus.clone())
+        .publish_pending()
+        .await
+        .unwrap();
+    let handler = Recorder::default();
+    let calls = handler.calls.clone();
+    let (stop, mut rx, task) = spawn_consumer(&s, spec("fast", "dossier.fast.v1"), handler);
+    let mut handled = Vec::new();
+    for _ in 0..ids.len() {
+        let (id, outcome) = next_outcome(&mut rx).await;
+        assert_eq!(outcome, Outcome::Handled);
+        handled.push(id);
+    }
+    // In stream order, each once.
+    assert_eq!(handled, ids);
+    assert_eq!(calls.load(Ordering::SeqCst), ids.len());
+    for id in &ids {
+        assert_eq!(effect_count(&s.db, id).await, 1);
+    }
+    stop.cancel();
+    task.await.unwrap();
+}

@@ -91,9 +91,11 @@ impl Handler for Events {
                 )));
             }
         };
-        result.map_err(classify)?;
-        // The commit follows this handler; the sender also polls, so an early wake is harmless.
-        m.wake_sender();
-        Ok(())
+        result.map_err(classify)
+    }
+
+    /// The emails the handled events queued are committed: the sender can take them now.
+    fn committed(&self) {
+        self.messagerie.wake_sender();
     }
 }

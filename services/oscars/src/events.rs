@@ -69,4 +69,9 @@ impl Handler for OscarsEvents {
             ))),
         }
     }
+
+    /// The feed events the handled events queued are committed: publish them now.
+    fn committed(&self) {
+        self.oscars.wake_relay();
+    }
 }

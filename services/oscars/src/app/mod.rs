@@ -41,6 +41,11 @@ impl Oscars {
         Self { db, relay, forms }
     }
 
+    /// Wakes the outbox relay (after a commit that queued feed events).
+    pub fn wake_relay(&self) {
+        self.relay.wake();
+    }
+
     /// The database.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
