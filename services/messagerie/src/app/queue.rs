@@ -13,7 +13,7 @@ use mst_proto::events as ev;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
-    QueryOrder as _, QuerySelect as _, TransactionTrait as _,
+    QueryOrder as _, QuerySelect as _,
 };
 use sha2::Digest as _;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,9 @@ use crate::templates::Rendered;
 
 /// How long a sender holds a row it is delivering before another sender may take it.
 const LEASE: Duration = Duration::from_secs(120);
+
+/// How many emails one sender hands to the SMTP pool at a time.
+const SEND_CONCURRENCY: usize = 4;
 
 /// What to queue.
 #[derive(Debug, Clone)]
@@ -117,7 +120,10 @@ impl Messagerie {
         tracing::info!("mail sender stopped");
     }
 
-    /// One pass over the due emails; returns how many were attempted.
+    /// One pass over the due emails; returns how many were attempted. The rows are claimed in
+    /// one transaction, sent [`SEND_CONCURRENCY`] at a time, and their outcomes (with the
+    /// `MailSent` events) recorded in one more transaction: two commits per pass, not two per
+    /// email. Each row keeps the time its SMTP server accepted it.
     pub async fn send_due(&self) -> Result<usize, AppError> {
         let now = Utc::now();
         let due = mail::Entity::find()
@@ -128,33 +134,52 @@ impl Messagerie {
             .all(self.db())
             .await?;
         let count = due.len();
-        futures::stream::iter(due)
-            .for_each_concurrent(4, |row| async move {
-                if let Err(error) = self.deliver(row).await {
-                    tracing::warn!(%error, "mail sender: cannot record a delivery");
-                }
-            })
-            .await;
+        if count == 0 {
+            return Ok(0);
+        }
+        let claimed = self.claim(due).await?;
+        let outcomes: Vec<(mail::Model, Result<chrono::DateTime<Utc>, SendError>)> =
+            futures::stream::iter(claimed)
+                .map(|row| async move {
+                    let outcome = self.send_one(&row).await;
+                    (row, outcome)
+                })
+                .buffered(SEND_CONCURRENCY)
+                .collect()
+                .await;
+        if let Err(error) = self.record(&outcomes).await {
+            // The rows stay claimed: another pass takes them after the lease (same Message-ID).
+            tracing::warn!(%error, count = outcomes.len(), "mail sender: cannot record deliveries");
+        }
         Ok(count)
     }
 
-    async fn deliver(&self, row: mail::Model) -> Result<(), AppError> {
-        let now = Utc::now();
-        // Claim the row: only one sender moves `attempts` from the value it read.
-        let claimed = mail::Entity::update_many()
-            .col_expr(mail::Column::Attempts, Expr::value(row.attempts + 1))
-            .col_expr(
-                mail::Column::NextAttemptAt,
-                Expr::value(now + chrono::Duration::from_std(LEASE).unwrap_or_default()),
-            )
-            .filter(mail::Column::Id.eq(row.id.as_str()))
-            .filter(mail::Column::Status.eq(mail::QUEUED))
-            .filter(mail::Column::Attempts.eq(row.attempts))
-            .exec(self.db())
-            .await?;
-        if claimed.rows_affected != 1 {
-            return Ok(());
+    /// Claims `due` rows: only one sender moves a row's `attempts` from the value it read, and
+    /// holds the row for [`LEASE`].
+    async fn claim(&self, due: Vec<mail::Model>) -> Result<Vec<mail::Model>, AppError> {
+        let lease_end = Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let txn = mst_kit::db::begin_write(self.db()).await?;
+        let mut claimed = Vec::with_capacity(due.len());
+        for row in due {
+            let update = mail::Entity::update_many()
+                .col_expr(mail::Column::Attempts, Expr::value(row.attempts + 1))
+                .col_expr(mail::Column::NextAttemptAt, Expr::value(lease_end))
+                .filter(mail::Column::Id.eq(row.id.as_str()))
+                .filter(mail::Column::Status.eq(mail::QUEUED))
+                .filter(mail::Column::Attempts.eq(row.attempts))
+                .exec(&txn)
+                .await?;
+            if update.rows_affected == 1 {
+                claimed.push(row);
+            }
         }
+        txn.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Sends one claimed row in its own span (child of the causing event's trace); returns when
+    /// the SMTP server accepted it.
+    async fn send_one(&self, row: &mail::Model) -> Result<chrono::DateTime<Utc>, SendError> {
         let span = tracing::info_span!(
             "mail.send",
             otel.name = "smtp send",
@@ -165,12 +190,6 @@ impl Messagerie {
         let parent: std::collections::HashMap<String, String> =
             serde_json::from_str(&row.trace_context).unwrap_or_default();
         mst_bus::trace::set_parent_from_map(&span, &parent);
-        self.deliver_claimed(row).instrument(span).await
-    }
-
-    async fn deliver_claimed(&self, row: mail::Model) -> Result<(), AppError> {
-        let now = Utc::now();
-        let attempts = row.attempts + 1;
         let outgoing = Outgoing {
             to: row.recipient.clone(),
             message_id: row.message_id.clone(),
@@ -181,65 +200,90 @@ impl Messagerie {
                 html: row.body_html.clone(),
             },
         };
-        match self.inner.mailer.send(&outgoing).await {
-            Ok(()) => {
-                let txn = self.db().begin().await?;
-                mail::Entity::update_many()
-                    .col_expr(mail::Column::Status, Expr::value(mail::SENT))
-                    .col_expr(mail::Column::SentAt, Expr::value(Some(Utc::now())))
-                    .col_expr(mail::Column::LastError, Expr::value(""))
-                    .filter(mail::Column::Id.eq(row.id.as_str()))
-                    .exec(&txn)
+        async {
+            self.inner.mailer.send(&outgoing).await?;
+            tracing::info!(delivery = %row.id, template = %row.template, attempts = row.attempts + 1, "mail sent");
+            Ok(Utc::now())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Records what happened to each sent row in one transaction: `sent` with `MailSent`, or
+    /// queued again with a backoff, or `failed` with the reason.
+    async fn record(
+        &self,
+        outcomes: &[(mail::Model, Result<chrono::DateTime<Utc>, SendError>)],
+    ) -> Result<(), AppError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let txn = mst_kit::db::begin_write(self.db()).await?;
+        let mut sent = 0;
+        for (row, outcome) in outcomes {
+            let attempts = row.attempts + 1;
+            match outcome {
+                Ok(accepted_at) => {
+                    sent += 1;
+                    mail::Entity::update_many()
+                        .col_expr(mail::Column::Status, Expr::value(mail::SENT))
+                        .col_expr(mail::Column::SentAt, Expr::value(Some(*accepted_at)))
+                        .col_expr(mail::Column::LastError, Expr::value(""))
+                        .filter(mail::Column::Id.eq(row.id.as_str()))
+                        .exec(&txn)
+                        .await?;
+                    let sources: Vec<String> =
+                        row.source_event_ids.lines().map(str::to_owned).collect();
+                    let mut metadata = ev::EventMetadata::new(
+                        PRODUCER,
+                        ev::Actor {
+                            email: PRODUCER.into(),
+                            role: ev::Role::System as i32,
+                        },
+                    );
+                    metadata.causation_id = sources.first().cloned().unwrap_or_default();
+                    mst_bus::enqueue_event(
+                        &txn,
+                        &ev::MailSent {
+                            metadata: Some(metadata),
+                            delivery_id: row.id.clone(),
+                            source_event_ids: sources,
+                            recipient: row.recipient.clone(),
+                            template: row.template.clone(),
+                            message_id: row.message_id.clone(),
+                            number: row.number,
+                            subject: row.subject.clone(),
+                        },
+                    )
                     .await?;
-                let sources: Vec<String> =
-                    row.source_event_ids.lines().map(str::to_owned).collect();
-                let mut metadata = ev::EventMetadata::new(
-                    PRODUCER,
-                    ev::Actor {
-                        email: PRODUCER.into(),
-                        role: ev::Role::System as i32,
-                    },
-                );
-                metadata.causation_id = sources.first().cloned().unwrap_or_default();
-                mst_bus::enqueue_event(
-                    &txn,
-                    &ev::MailSent {
-                        metadata: Some(metadata),
-                        delivery_id: row.id.clone(),
-                        source_event_ids: sources,
-                        recipient: row.recipient.clone(),
-                        template: row.template.clone(),
-                        message_id: row.message_id.clone(),
-                        number: row.number,
-                        subject: row.subject.clone(),
-                    },
-                )
-                .await?;
-                txn.commit().await?;
-                self.inner.relay.wake();
-                tracing::info!(delivery = %row.id, template = %row.template, attempts, "mail sent");
+                }
+                Err(e) => {
+                    let (status, next, reason) = match e {
+                        SendError::Permanent(reason) => (mail::FAILED, now, reason.clone()),
+                        SendError::Transient(reason) if attempts >= self.timing().max_attempts => (
+                            mail::FAILED,
+                            now,
+                            format!("{reason} (abandon après {attempts} tentatives)"),
+                        ),
+                        SendError::Transient(reason) => {
+                            (mail::QUEUED, now + self.backoff(attempts), reason.clone())
+                        }
+                    };
+                    tracing::warn!(delivery = %row.id, attempts, status, error = %reason, "mail not delivered");
+                    mail::Entity::update_many()
+                        .col_expr(mail::Column::Status, Expr::value(status))
+                        .col_expr(mail::Column::NextAttemptAt, Expr::value(next))
+                        .col_expr(mail::Column::LastError, Expr::value(reason))
+                        .filter(mail::Column::Id.eq(row.id.as_str()))
+                        .exec(&txn)
+                        .await?;
+                }
             }
-            Err(e) => {
-                let (status, next, reason) = match &e {
-                    SendError::Permanent(reason) => (mail::FAILED, now, reason.clone()),
-                    SendError::Transient(reason) if attempts >= self.timing().max_attempts => (
-                        mail::FAILED,
-                        now,
-                        format!("{reason} (abandon après {attempts} tentatives)"),
-                    ),
-                    SendError::Transient(reason) => {
-                        (mail::QUEUED, now + self.backoff(attempts), reason.clone())
-                    }
-                };
-                tracing::warn!(delivery = %row.id, attempts, status, error = %reason, "mail not delivered");
-                mail::Entity::update_many()
-                    .col_expr(mail::Column::Status, Expr::value(status))
-                    .col_expr(mail::Column::NextAttemptAt, Expr::value(next))
-                    .col_expr(mail::Column::LastError, Expr::value(reason))
-                    .filter(mail::Column::Id.eq(row.id.as_str()))
-                    .exec(self.db())
-                    .await?;
-            }
+        }
+        txn.commit().await?;
+        if sent > 0 {
+            self.inner.relay.wake();
         }
         Ok(())
     }
