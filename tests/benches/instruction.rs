@@ -20,14 +20,13 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use futures::StreamExt as _;
+use mst_e2e::bench::{Cluster, bearer, channel, ms, percentile, proc_status_kib, with};
 use mst_instruction::app::Instruction;
 use mst_instruction::app::board::{ListRequest, SortKey, Tab};
 use mst_instruction::app::export::{ExportRequest, Format};
@@ -46,13 +45,11 @@ use mst_proto::instruction::roster_service_client::RosterServiceClient;
 use mst_testkit::{NatsServer, unique_prefix};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement, TransactionTrait};
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 
 const ADMIN: &str = "admin@cnamts.example";
 const OWNER: &str = "marie.dupont@asso-souffle.example";
 const INSTRUCTEUR: &str = "paul.martin@cpam13.example";
 const PROCEDURE: &str = "bench";
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// Numbers of the bulk-inserted dossiers start here (forms numbers its own from 1).
 const BULK_BASE: i64 = 10_000_000;
 
@@ -101,107 +98,6 @@ impl Plan {
                 board_only,
             }
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A durable throw-away cluster (the TOOLCHAIN.md recipe without `-c fsync=off`).
-
-struct Cluster {
-    dir: PathBuf,
-    port: u16,
-}
-
-fn pg_command(tool: &str) -> Command {
-    let path = Path::new(PG_BIN).join(tool);
-    // PostgreSQL refuses to run as root.
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    let mut c = if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(path);
-        c
-    } else {
-        Command::new(path)
-    };
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    c
-}
-
-impl Cluster {
-    fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("mst-bench-pg-")
-            .tempdir()?
-            .keep();
-        let _ = Command::new("chown")
-            .arg("postgres:postgres")
-            .arg(&dir)
-            .status();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let cluster = Cluster { dir, port };
-        let status = pg_command("initdb")
-            .current_dir(&cluster.dir)
-            .arg("-D")
-            .arg(cluster.dir.join("data"))
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8"])
-            .args(["--locale=C.UTF-8", "--no-sync", "--no-instructions"])
-            .status()?;
-        if !status.success() {
-            bail!("initdb failed");
-        }
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=300 -c shared_buffers=512MB",
-            cluster.port,
-            cluster.dir.display()
-        );
-        let status = pg_command("pg_ctl")
-            .current_dir(&cluster.dir)
-            .arg("-D")
-            .arg(cluster.dir.join("data"))
-            .arg("-l")
-            .arg(cluster.dir.join("pg.log"))
-            .args(["-w", "-o", &options, "start"])
-            .status()?;
-        if !status.success() {
-            bail!("pg_ctl start failed, see {}/pg.log", cluster.dir.display());
-        }
-        Ok(cluster)
-    }
-
-    fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
-    }
-
-    async fn create_database(&self, name: &str) -> anyhow::Result<String> {
-        let admin = Database::connect(self.url("postgres")).await?;
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await?;
-        admin.close().await?;
-        Ok(self.url(name))
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = pg_command("pg_ctl")
-            .current_dir(&self.dir)
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-m", "immediate", "-w", "stop"])
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -265,41 +161,6 @@ async fn start_services(cluster: &Cluster, nats: &NatsServer) -> anyhow::Result<
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-fn bearer(
-    email: &str,
-    roles: &[Role],
-) -> anyhow::Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
-    let token = mst_kit::auth::mint_dev(email, roles, Duration::from_secs(3600))?;
-    Ok(format!("Bearer {token}").parse()?)
-}
-
-fn with<T>(
-    auth: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-    message: T,
-) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert("authorization", auth.clone());
-    r
-}
-
-async fn channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect()
-        .await?)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
 
 fn principal(email: &str, role: Role) -> Principal {
     Principal {
@@ -806,25 +667,11 @@ fn list_requests() -> Vec<(&'static str, ListRequest)> {
 // 4. Export
 
 fn vm_hwm_kib() -> Option<u64> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    proc_status_kib("self", "VmHWM")
 }
 
 fn vm_rss_kib() -> Option<u64> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    proc_status_kib("self", "VmRSS")
 }
 
 async fn export(i: &Instruction, format: Format) -> anyhow::Result<(Duration, u64, u64, u64)> {
