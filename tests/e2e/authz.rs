@@ -35,7 +35,7 @@ const OTHER_PROMOTEUR: &str = "karim.benali@csapa-lestaque.fr";
 const INSTRUCTEUR_69: &str = "julien.morel@cpam69.example";
 const SPARE_INSTRUCTEUR: &str = "instructeur.de.reserve@cpam13.example";
 const UNDECLARED: &str = "inconnu@cpam13.example";
-const EXPERT: &str = "docteur.tabac@chu-marseille.example";
+pub(crate) const EXPERT: &str = "docteur.tabac@chu-marseille.example";
 const SIRET: &str = "73282932000074";
 
 /// The callers, in the column order of [`ROWS`].
@@ -71,7 +71,7 @@ const CALLERS: [(&str, &str, &[Role]); 11] = [
 
 /// Dossier states; every dossier-scoped row is tried on one dossier in each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum St {
+pub(crate) enum St {
     Brouillon,
     EnConstruction,
     EnInstruction,
@@ -321,9 +321,9 @@ const MISSING: &[(&str, &str)] = &[
 ];
 
 /// The objects of the fixture.
-struct Fixture {
-    values: BTreeMap<&'static str, String>,
-    per_state: BTreeMap<St, BTreeMap<&'static str, String>>,
+pub(crate) struct Fixture {
+    pub(crate) values: BTreeMap<&'static str, String>,
+    pub(crate) per_state: BTreeMap<St, BTreeMap<&'static str, String>>,
 }
 
 impl Fixture {
@@ -416,7 +416,7 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-async fn status_version(client: &RawClient, number: i64) -> String {
+pub(crate) async fn status_version(client: &RawClient, number: i64) -> String {
     let d = as_email(
         client,
         "mst.instruction.v1.InstructionService/GetDossier",
@@ -462,7 +462,7 @@ where
 /// Two groupes in two régions, ambassadeurs of two régions, one dossier per state with an
 /// invitee and an expert, a message with an attachment, a justificatif, an answered avis with a
 /// file, the fiche of the accepted dossier and two promoteurs.
-async fn fixture(stack: &Stack, client: &RawClient) -> Fixture {
+pub(crate) async fn fixture(stack: &Stack, client: &RawClient) -> Fixture {
     let (projet, _) = open_procedures(stack).await;
     let cpam13 = cpam_of("13");
     let g13 = roster_groupe(stack, &cpam13, "13").await;

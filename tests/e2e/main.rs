@@ -2,6 +2,7 @@
 //! `MST_TEST_DB` (`sqlite` or `postgres`).
 
 mod authz;
+mod bad_inputs;
 mod closing;
 mod forms;
 mod instruction;

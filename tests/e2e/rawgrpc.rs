@@ -77,6 +77,9 @@ pub fn all_methods(pool: &DescriptorPool) -> Vec<String> {
 pub enum Body {
     /// A JSON document (an array of documents for a client-streaming method).
     Json(String),
+    /// Already encoded messages (bytes JSON cannot carry, such as invalid UTF-8, or large
+    /// chunks).
+    Encoded(Vec<Vec<u8>>),
 }
 
 /// Calls any method of the four services.
@@ -142,6 +145,7 @@ impl RawClient {
         let method = self.method(full);
         let messages = match body {
             Body::Json(json) => self.encode(&method, &json),
+            Body::Encoded(messages) => messages,
         };
         let service = method.parent_service();
         // mst.<svc>.v1 → the service that serves it.
