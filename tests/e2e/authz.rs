@@ -144,9 +144,8 @@ const ROWS: &[Row] = &[
     row("mst.forms.v1.FormsService/DownloadNotice", Once, "AAAAAAAAAAU", r#"{"procedureId":"{proc}"}"#),
     row("mst.forms.v1.FormsService/CreateDossier", Once, "AAADDDDDDDU", r#"{"procedureId":"{proc}","requestId":"{uuid}"}"#),
     row("mst.forms.v1.FormsService/GetDossier", Dossier, "AAHbHHbHHAU", r#"{"number":"{n}"}"#),
-    // The proto says "Role: promoteur", but it lists only the caller's own and invited dossiers,
-    // and DESIGN §1 has promoteurs invite "typically the CPAM instructeur": any caller may list
-    // what he was invited to (an empty list otherwise). The proto comment is out of date.
+    // Any caller lists what he owns or was invited to (DESIGN §1: promoteurs invite "typically
+    // the CPAM instructeur"); an empty list otherwise.
     row("mst.forms.v1.FormsService/ListDossiers", Once, "AAAAAAAAAAU", r#"{}"#),
     row("mst.forms.v1.FormsService/UpdateDossier", Dossier, "AAHdHHdHHpU", r#"{"number":"{n}","expectedVersion":"999","patches":[{"fieldId":"p_titre","set":{"text":"Titre"}}]}"#),
     row("mst.forms.v1.FormsService/DuplicateDossier", Dossier, "ApHdHHdHHpU", r#"{"number":"{n}","requestId":"{uuid}"}"#),
@@ -177,7 +176,7 @@ const ROWS: &[Row] = &[
     row("mst.instruction.v1.InstructionService/GetDashboard", Once, "DDDAADDDDAU", r#"{}"#),
     row("mst.instruction.v1.InstructionService/ListDossiers", Once, "DDDAADDDDAU", r#"{"procedureId":"{proc}"}"#),
     row("mst.instruction.v1.InstructionService/GetDossier", Dossier, "DDDbHDDDDbU", r#"{"number":"{n}"}"#),
-    // Column preferences: instructeur (proto) and admin (the admin's ListDossiers uses them too).
+    // Column preferences: instructeur and admin (the admin's ListDossiers uses them too).
     row("mst.instruction.v1.InstructionService/GetColumnPreferences", Once, "DDDAADDDDAU", r#"{"procedureId":"{proc}"}"#),
     row("mst.instruction.v1.InstructionService/UpdateColumnPreferences", Once, "DDDAADDDDAU", r#"{"procedureId":"{proc}"}"#),
     row("mst.instruction.v1.InstructionService/FollowDossier", Dossier, "DDDbHDDDDDU", r#"{"number":"{n}"}"#),
