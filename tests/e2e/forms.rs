@@ -593,7 +593,8 @@ async fn instructeurs_of_the_groupe_and_experts_read_a_deposited_dossier_and_edi
         .unwrap()
         .into_inner();
     assert!(!history.entries.is_empty());
-    // Read only: his save is refused as for a stranger, and nothing changes.
+    // Read only: his save is refused (PERMISSION_DENIED: he may see the dossier, so NOT_FOUND
+    // would hide nothing — forms_service.proto), and nothing changes.
     let err = forms(&stack)
         .await
         .update_dossier(as_(
@@ -607,7 +608,7 @@ async fn instructeurs_of_the_groupe_and_experts_read_a_deposited_dossier_and_edi
         ))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(err.code(), Code::PermissionDenied);
 
     // Undeclared instructeur, expert without avis, promoteur stranger: nothing.
     for (email, role) in [

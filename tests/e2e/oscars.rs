@@ -33,7 +33,7 @@ use crate::mst_procedures::{
 use crate::support::*;
 
 pub(crate) const AMBASSADEUR_PACA: &str = "lea.garcia@cres-paca.example";
-const AMBASSADEUR_ARA: &str = "hugo.bernard@ireps-ara.example";
+pub(crate) const AMBASSADEUR_ARA: &str = "hugo.bernard@ireps-ara.example";
 pub(crate) const PROJET_TITLE: &str = "Mois sans tabac 2024 dans les quartiers Nord de Marseille";
 pub(crate) const STRUCTURE: &str = "Association Souffle – Prévention santé Marseille";
 

@@ -1,5 +1,8 @@
 //! Plumbing seen from a client: a trace started by a gRPC caller continues in the consumer of the
-//! event the call published, and calls without a valid bearer token are UNAUTHENTICATED.
+//! event the call published, and calls without a valid bearer token are UNAUTHENTICATED — on a
+//! test service and on each of the four services' listeners (expired, not yet valid, wrong issuer,
+//! audience or key, `alg: none`, tampered claims, missing or garbage bearer), changing and
+//! publishing nothing.
 //!
 //! The gRPC service here is a small test service (the standard health API, re-implemented so
 //! that `Check` writes an event through the outbox) served exactly as the services serve theirs:
@@ -281,4 +284,198 @@ fn jsonwebtoken_encode_hs256(claims: &mst_kit::auth::Claims, secret: &str) -> St
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The four services' listeners
+// ---------------------------------------------------------------------------------------------
+
+/// Every kind of bad bearer token, forged with admin (and every other) role so that an accepted
+/// one would be allowed to write.
+fn forged_tokens(email: &str) -> Vec<(&'static str, Option<String>)> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let secret = mst_kit::auth::DEV_JWT_SECRET;
+    let (iss, aud) = (
+        mst_kit::auth::DEFAULT_ISSUER,
+        mst_kit::auth::DEFAULT_AUDIENCE,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let roles: Vec<String> = Role::ALL.iter().map(|r| r.as_str().to_owned()).collect();
+    let claims = |iss: &str, aud: &str, exp: u64, nbf: Option<u64>| mst_kit::auth::Claims {
+        sub: email.into(),
+        roles: roles.clone(),
+        name: None,
+        iss: iss.into(),
+        aud: aud.into(),
+        exp,
+        nbf,
+        iat: now.saturating_sub(60),
+    };
+    let valid_promoteur =
+        mst_kit::auth::mint_dev(email, &[Role::Promoteur], Duration::from_secs(600)).unwrap();
+    let tampered = {
+        // A valid promoteur token whose payload is edited to claim every role; the signature is
+        // the original one.
+        let mut parts: Vec<String> = valid_promoteur.split('.').map(str::to_owned).collect();
+        parts[1] = b64.encode(serde_json::to_vec(&claims(iss, aud, now + 600, None)).unwrap());
+        parts.join(".")
+    };
+    let alg_none = format!(
+        "{}.{}.",
+        b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        b64.encode(serde_json::to_vec(&claims(iss, aud, now + 600, None)).unwrap())
+    );
+    let wrong_key = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims(iss, aud, now + 600, None),
+        &jsonwebtoken::EncodingKey::from_secret(b"another-secret-that-is-long-enough-to-be-valid"),
+    )
+    .unwrap();
+    vec![
+        ("missing", None),
+        ("garbage", Some("not.a.jwt".into())),
+        ("empty", Some(String::new())),
+        (
+            "expired",
+            Some(jsonwebtoken_encode_hs256(
+                &claims(iss, aud, now - 3600, None),
+                secret,
+            )),
+        ),
+        (
+            "not yet valid",
+            Some(jsonwebtoken_encode_hs256(
+                &claims(iss, aud, now + 7200, Some(now + 3600)),
+                secret,
+            )),
+        ),
+        (
+            "wrong issuer",
+            Some(jsonwebtoken_encode_hs256(
+                &claims("https://evil.example", aud, now + 600, None),
+                secret,
+            )),
+        ),
+        (
+            "wrong audience",
+            Some(jsonwebtoken_encode_hs256(
+                &claims(iss, "another-platform", now + 600, None),
+                secret,
+            )),
+        ),
+        ("wrong key", Some(wrong_key)),
+        ("alg none", Some(alg_none)),
+        ("tampered claims", Some(tampered)),
+    ]
+}
+
+#[tokio::test]
+async fn every_services_listener_refuses_each_bad_token_as_unauthenticated_and_nothing_changes() {
+    use crate::rawgrpc::{Body, RawClient};
+    let stack = mst_e2e::Stack::start().await.unwrap();
+    let urls: Vec<(&str, String)> = ["forms", "instruction", "messagerie", "oscars"]
+        .into_iter()
+        .map(|s| (s, mst_e2e::Services::url(&stack, s)))
+        .collect();
+    let client = RawClient::connect(&urls).await;
+    let intruder = "intrus@evil.example";
+    let admin = crate::support::token(crate::support::ADMIN, &[Role::Admin]);
+    let groupe = client
+        .call(
+            "mst.instruction.v1.RosterService/CreateGroupe",
+            Some(&admin),
+            Body::Json(r#"{"label":"CPAM de test","departementCodes":["13"]}"#.into()),
+        )
+        .await
+        .unwrap();
+    let groupe = groupe[0]["groupe"]["id"].as_str().unwrap().to_owned();
+    // One write per service, each of which publishes or stores something when accepted.
+    let writes = [
+        (
+            "mst.forms.v1.ProcedureAdminService/LoadProcedure",
+            r#"{"builtinId":"mst-2024-projet","publish":true}"#.to_owned(),
+        ),
+        (
+            "mst.instruction.v1.RosterService/AddInstructeur",
+            format!(r#"{{"email":"{intruder}","groupeId":"{groupe}","name":"Intrus"}}"#),
+        ),
+        (
+            "mst.messagerie.v1.MessagerieService/UpdateNotificationPreferences",
+            r#"{"procedureId":"mst-2024-projet","settings":[{"kind":"NOTICE_KIND_NEW_DOSSIER","instant":true}]}"#.to_owned(),
+        ),
+        (
+            "mst.oscars.v1.OscarsService/SetAmbassadeurs",
+            format!(r#"{{"regionCode":"93","ambassadeurs":[{{"email":"{intruder}"}}]}}"#),
+        ),
+    ];
+    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    let mut stream = js.get_stream(stack.prefix.to_uppercase()).await.unwrap();
+    let before = stream.info().await.unwrap().state.messages;
+    let mut refused = 0;
+    for (name, token) in forged_tokens(intruder) {
+        for (rpc, json) in &writes {
+            let err = client
+                .call(rpc, token.as_deref(), Body::Json(json.clone()))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{name} on {rpc}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 40);
+    // Nothing stored: the intruder is on no roster, no région, the procedure was not loaded.
+    let listed = client
+        .call(
+            "mst.instruction.v1.RosterService/ListInstructeurs",
+            Some(&admin),
+            Body::Json("{}".into()),
+        )
+        .await
+        .unwrap();
+    assert!(!listed[0].to_string().contains(intruder));
+    let regions = client
+        .call(
+            "mst.oscars.v1.OscarsService/ListAmbassadeurs",
+            Some(&admin),
+            Body::Json("{}".into()),
+        )
+        .await
+        .unwrap();
+    assert!(!regions[0].to_string().contains(intruder));
+    let missing = client
+        .call(
+            "mst.forms.v1.FormsService/GetProcedure",
+            Some(&admin),
+            Body::Json(r#"{"procedureId":"mst-2024-projet"}"#.into()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    assert_eq!(stream.info().await.unwrap().state.messages, before);
+    // Nothing published: the first event after the refused calls is the one of an accepted
+    // call (forms' relay publishes its outbox in order).
+    let token = crate::support::token(crate::support::ADMIN, &[Role::Admin]);
+    client
+        .call(writes[0].0, Some(&token), Body::Json(writes[0].1.clone()))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stream.info().await.unwrap().state.messages == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the accepted call publishes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = stream.get_raw_message(before + 1).await.unwrap();
+    assert!(
+        first.subject.ends_with("procedure.changed.v1"),
+        "{}",
+        first.subject
+    );
+    stack.stop(Duration::from_secs(10)).await.unwrap();
 }

@@ -126,6 +126,18 @@ fn info(reason: &str, metadata: HashMap<String, String>) -> ErrorDetails {
     ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata)
 }
 
+/// An id echoed in an error, cut to 100 characters: a client sending a megabyte as an id must get
+/// its NOT_FOUND, not an HTTP/2 error because the `grpc-message` header outgrew the limit.
+fn clip(id: String) -> String {
+    if id.chars().count() <= 100 {
+        id
+    } else {
+        let mut cut: String = id.chars().take(100).collect();
+        cut.push('…');
+        cut
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
         match err {
@@ -144,11 +156,14 @@ impl From<ApiError> for Status {
                     ErrorDetails::with_bad_request(fv),
                 )
             }
-            ApiError::NotFound { resource, id } => Status::with_error_details(
-                Code::NotFound,
-                format!("{resource} {id} introuvable"),
-                ErrorDetails::with_resource_info(resource, id, "", "not found"),
-            ),
+            ApiError::NotFound { resource, id } => {
+                let id = clip(id);
+                Status::with_error_details(
+                    Code::NotFound,
+                    format!("{resource} {id} introuvable"),
+                    ErrorDetails::with_resource_info(resource, id, "", "not found"),
+                )
+            }
             ApiError::FailedPrecondition {
                 reason,
                 message,
@@ -202,11 +217,14 @@ impl From<ApiError> for Status {
                     info("TOO_LARGE", metadata),
                 )
             }
-            ApiError::AlreadyExists { resource, id } => Status::with_error_details(
-                Code::AlreadyExists,
-                format!("{resource} {id} existe déjà"),
-                ErrorDetails::with_resource_info(resource, id, "", "already exists"),
-            ),
+            ApiError::AlreadyExists { resource, id } => {
+                let id = clip(id);
+                Status::with_error_details(
+                    Code::AlreadyExists,
+                    format!("{resource} {id} existe déjà"),
+                    ErrorDetails::with_resource_info(resource, id, "", "already exists"),
+                )
+            }
             ApiError::Unavailable(reason) => {
                 tracing::warn!(%reason, "dependency unavailable");
                 Status::unavailable("service momentanément indisponible, réessayez")

@@ -75,6 +75,76 @@ pub fn request_span(request: &http::Request<()>) -> tracing::Span {
     span
 }
 
+/// Rewrites tonic's answer to a request it could not decode — INTERNAL "failed to decode Protobuf
+/// message: …", e.g. a `string` field holding invalid UTF-8 — as INVALID_ARGUMENT with a
+/// `BadRequest` violation naming the field: the client sent bad input (I6), the server is fine.
+/// Applies to every answer whose status travels in the headers (unary and client-streaming calls,
+/// and a server stream failing before its first message), which is where decode errors land.
+pub fn decode_errors_are_invalid_argument<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers();
+    if headers.get("grpc-status").map(|v| v.as_bytes()) != Some(b"13".as_slice()) {
+        return response;
+    }
+    let Some(message) = headers
+        .get("grpc-message")
+        .map(|v| percent_decoded(v.as_bytes()))
+        .filter(|m| m.starts_with("failed to decode Protobuf message"))
+    else {
+        return response;
+    };
+    // "failed to decode Protobuf message: UploadChampFileMetadata.file_name: UploadChampFileRequest
+    // .payload: invalid string value: …": the innermost message and field come first.
+    let field = message
+        .split(": ")
+        .nth(1)
+        .and_then(|path| path.rsplit('.').next())
+        .filter(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or("request")
+        .to_owned();
+    let description =
+        "Valeur illisible : texte qui n'est pas de l'UTF-8 valide ou message mal formé";
+    let status = <tonic::Status as tonic_types::StatusExt>::with_error_details(
+        tonic::Code::InvalidArgument,
+        format!("{field} : {description}"),
+        tonic_types::ErrorDetails::with_bad_request(vec![tonic_types::FieldViolation::new(
+            field,
+            description,
+        )]),
+    );
+    let headers = response.headers_mut();
+    headers.remove("grpc-status");
+    headers.remove("grpc-message");
+    headers.remove("grpc-status-details-bin");
+    if status.add_header(headers).is_err() {
+        tracing::warn!("could not rewrite a decode error as INVALID_ARGUMENT");
+    }
+    response
+}
+
+/// The `grpc-message` header decoded (the gRPC spec percent-encodes it).
+fn percent_decoded(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            raw[i],
+            raw.get(i + 1).copied().and_then(hex),
+            raw.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// What a service serves.
 #[derive(Debug)]
 pub struct GrpcServer {
@@ -156,10 +226,54 @@ impl GrpcServer {
         };
         Server::builder()
             .trace_fn(request_span)
+            .layer(tower::util::MapResponseLayer::new(
+                decode_errors_are_invalid_argument,
+            ))
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await?;
         tracing::info!(%addr, "gRPC server stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::StatusExt as _;
+
+    use super::*;
+
+    fn answer(status: &tonic::Status) -> http::Response<()> {
+        let mut response = http::Response::new(());
+        status.add_header(response.headers_mut()).unwrap();
+        response
+    }
+
+    #[test]
+    fn an_undecodable_request_is_invalid_argument_naming_the_field() {
+        let decode = tonic::Status::internal(
+            "failed to decode Protobuf message: AttachmentHeader.file_name: \
+             PostMessageRequest.payload: invalid string value: data is not UTF-8 encoded",
+        );
+        let rewritten = decode_errors_are_invalid_argument(answer(&decode));
+        let status = tonic::Status::from_header_map(rewritten.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let fields: Vec<String> = status
+            .get_details_bad_request()
+            .unwrap()
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, ["file_name"]);
+    }
+
+    #[test]
+    fn other_internal_errors_are_left_alone() {
+        let other = tonic::Status::internal("erreur interne");
+        let kept = decode_errors_are_invalid_argument(answer(&other));
+        let status = tonic::Status::from_header_map(kept.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(status.message(), "erreur interne");
     }
 }

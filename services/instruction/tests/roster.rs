@@ -1044,15 +1044,13 @@ async fn an_instructeur_reads_his_own_groupes_only_and_a_promoteur_none() {
             .await,
         Err(AppError::NotFound(..))
     ));
+    // Not on the roster: PERMISSION_DENIED, as every instructeur RPC answers him (the
+    // authorization matrix, tests/e2e/authz.rs).
     let undeclared = person("paul@assurance-maladie.fr", &[Role::Instructeur]);
-    assert!(
-        app.instruction
-            .groupes(&undeclared, 0, "")
-            .await
-            .unwrap()
-            .0
-            .is_empty()
-    );
+    assert!(matches!(
+        app.instruction.groupes(&undeclared, 0, "").await,
+        Err(AppError::Forbidden(_))
+    ));
     let promoteur = person("promoteur@asso.fr", &[Role::Promoteur]);
     assert!(matches!(
         app.instruction.groupes(&promoteur, 0, "").await,

@@ -254,6 +254,17 @@ impl MessagerieService for Api {
                 "Le message dépasse 20 000 caractères",
             ));
         }
+        // Control characters other than line breaks and tabs (a NUL byte fails in PostgreSQL
+        // `text` and in emails).
+        if body
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            violations.push(mst_kit::error::Violation::new(
+                "metadata.body",
+                "Le message contient des caractères non autorisés",
+            ));
+        }
         if attachment_count < 0 {
             violations.push(mst_kit::error::Violation::new(
                 "metadata.attachment_count",

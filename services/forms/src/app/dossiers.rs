@@ -134,6 +134,27 @@ impl Forms {
         Err(not_found(row.number))
     }
 
+    /// Like [`Self::access`] for an RPC only the owner or invitees may use: a caller who can
+    /// read the dossier otherwise (an instructeur of its groupe, an expert, an admin) knows it
+    /// exists and is PERMISSION_DENIED; anyone else still gets NOT_FOUND.
+    async fn write_access<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        who: &Principal,
+        row: &dossier::Model,
+    ) -> Result<Access, AppError> {
+        match self.access(db, who, row).await {
+            Err(AppError::NotFound(..)) => {
+                self.read_access(db, who, row).await?;
+                Err(AppError::Forbidden(format!(
+                    "{} may read dossier {} but not use this RPC on it",
+                    who.email, row.number
+                )))
+            }
+            other => other,
+        }
+    }
+
     /// How the caller may read `row`: as owner or invitee; as a service or an admin; as an
     /// instructeur of its groupe (never a brouillon) or an expert asked for an avis, as the
     /// instruction service answers. Anyone else: NOT_FOUND, whether or not it exists.
@@ -432,7 +453,7 @@ impl Forms {
         let row = store::dossier_for_update(&txn, number)
             .await?
             .ok_or_else(|| not_found(number))?;
-        let access = self.access(&txn, who, &row).await?;
+        let access = self.write_access(&txn, who, &row).await?;
         ensure_editable(&row)?;
         if row.version != expected_version {
             return Err(stale(number, expected_version, row.version));
@@ -695,7 +716,14 @@ impl Forms {
         let row = store::dossier(&self.db, number)
             .await?
             .ok_or_else(|| not_found(number))?;
-        self.read_access(&self.db, who, &row).await?;
+        // Owner, invitees, instructeurs of its groupe, services and admins; an expert reads the
+        // dossier but not who changed what.
+        if self.read_access(&self.db, who, &row).await? == Access::Expert {
+            return Err(AppError::Forbidden(format!(
+                "{} is an expert of dossier {number}, not a reader of its history",
+                who.email
+            )));
+        }
         let limit = page_size(page_size_req, 100, 1000);
         let before = if page_token.is_empty() {
             None
@@ -763,7 +791,7 @@ impl Forms {
         let row = store::dossier_for_update(&txn, number)
             .await?
             .ok_or_else(|| not_found(number))?;
-        if self.access(&txn, who, &row).await? != Access::Owner {
+        if self.write_access(&txn, who, &row).await? != Access::Owner {
             return Err(AppError::Forbidden(
                 "only the owner deletes a brouillon".into(),
             ));
@@ -823,7 +851,7 @@ impl Forms {
         let row = store::dossier_for_update(&txn, number)
             .await?
             .ok_or_else(|| not_found(number))?;
-        if self.access(&txn, who, &row).await? != Access::Owner {
+        if self.write_access(&txn, who, &row).await? != Access::Owner {
             return Err(AppError::Forbidden("only the owner invites".into()));
         }
         let status = status_of(&row.status)?;
@@ -877,7 +905,7 @@ impl Forms {
         let row = store::dossier(&self.db, number)
             .await?
             .ok_or_else(|| not_found(number))?;
-        self.access(&self.db, who, &row).await?;
+        self.write_access(&self.db, who, &row).await?;
         Ok(store::invitations(&self.db, number).await?)
     }
 
@@ -892,7 +920,7 @@ impl Forms {
         let row = store::dossier_for_update(&txn, number)
             .await?
             .ok_or_else(|| not_found(number))?;
-        if self.access(&txn, who, &row).await? != Access::Owner {
+        if self.write_access(&txn, who, &row).await? != Access::Owner {
             return Err(AppError::Forbidden(
                 "only the owner revokes invitations".into(),
             ));

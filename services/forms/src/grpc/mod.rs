@@ -702,6 +702,10 @@ impl ProcedureAdminService for Api {
         request: Request<pb::CreateProcedureRequest>,
     ) -> Result<Response<pb::CreateProcedureResponse>, Status> {
         let who = caller(&request)?;
+        // Admin only, before the id is looked at: others must not learn which ids exist.
+        if !who.has(mst_kit::auth::Role::Admin) {
+            return Err(AppError::Forbidden(format!("{} lacks role admin", who.email)).into());
+        }
         let pb::CreateProcedureRequest {
             procedure_id: id,
             title,

@@ -1104,6 +1104,7 @@ impl Instruction {
         avis_id: &str,
         expected_version: i64,
     ) -> Result<AvisView, AppError> {
+        self.gate(who, false).await?;
         let found = store::avis::avis_by_id(self.db(), avis_id)
             .await?
             .ok_or_else(|| not_found_avis(avis_id))?;

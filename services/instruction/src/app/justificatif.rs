@@ -233,7 +233,13 @@ impl Instruction {
             let access = self
                 .check_access(&system(), number, &who.email, false)
                 .await?;
-            !access.relations.is_empty()
+            // Owner and invitees (the decision email links to it); not an expert.
+            access.relations.iter().any(|r| {
+                matches!(
+                    r,
+                    super::workflow::Relation::Owner | super::workflow::Relation::Invitee
+                )
+            })
         };
         let not_found = || AppError::NotFound("justificatif", file_id.to_owned());
         if !allowed {

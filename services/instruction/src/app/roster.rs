@@ -400,7 +400,15 @@ impl Instruction {
         if reads_all(who) {
             Ok(None)
         } else if who.has(Role::Instructeur) {
-            Ok(Some(self.groupes_of(&who.email).await?))
+            let groupes = self.groupes_of(&who.email).await?;
+            if groupes.is_empty() {
+                // Not on the roster: no groupe to read, and no answer that depends on ids.
+                return Err(AppError::Forbidden(format!(
+                    "{} n'est pas un instructeur déclaré",
+                    who.email
+                )));
+            }
+            Ok(Some(groupes))
         } else {
             Err(AppError::Forbidden(format!(
                 "{} may not read the roster",

@@ -706,6 +706,29 @@ impl Instruction {
 
     /// The workflow actor of a caller on a dossier: an instructeur is checked against the roster
     /// and the dossier's groupe.
+    /// Refuses, before any dossier is looked up, a caller who can reach no dossier through this
+    /// API: without the instructeur role (or admin, for reads when `admin_reads`, or system), or
+    /// an instructeur not declared on the roster. Checking this first keeps the answer the same
+    /// whether the dossier exists or not (I4: no existence leak).
+    pub(crate) async fn gate(&self, who: &Principal, admin_reads: bool) -> Result<(), AppError> {
+        if who.has(Role::System) || (admin_reads && who.has(Role::Admin)) {
+            return Ok(());
+        }
+        if !who.has(Role::Instructeur) {
+            return Err(AppError::Forbidden(format!(
+                "{} n'est pas instructeur",
+                who.email
+            )));
+        }
+        if self.groupes_of(&who.email).await?.is_empty() {
+            return Err(AppError::Forbidden(format!(
+                "{} n'est pas un instructeur déclaré",
+                who.email
+            )));
+        }
+        Ok(())
+    }
+
     async fn actor_for(&self, who: &Principal, row: &dossier::Model) -> Result<Actor, AppError> {
         if who.has(Role::System) {
             return Ok(Actor::System {
@@ -753,6 +776,7 @@ impl Instruction {
         expected_version: i64,
         command: Command,
     ) -> Result<DossierView, AppError> {
+        self.gate(who, false).await?;
         let now = Utc::now();
         let row = store::dossier(self.db(), number)
             .await?
@@ -883,6 +907,7 @@ impl Instruction {
 
     /// A dossier for a declared instructeur of its groupe (never a brouillon) or an admin.
     pub async fn dossier(&self, who: &Principal, number: i64) -> Result<DossierView, AppError> {
+        self.gate(who, true).await?;
         let row = store::dossier(self.db(), number)
             .await?
             .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
@@ -906,6 +931,7 @@ impl Instruction {
         number: i64,
         follow_it: bool,
     ) -> Result<DossierView, AppError> {
+        self.gate(who, false).await?;
         let row = store::dossier(self.db(), number)
             .await?
             .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;

@@ -54,6 +54,9 @@ impl InstructionInternalService for InternalApi {
         request: Request<pb::RecordDepositRequest>,
     ) -> Result<Response<pb::RecordDepositResponse>, Status> {
         let who = principal(&request)?;
+        // Service tokens only, checked before the request is read: a human caller is denied
+        // whatever he sends.
+        crate::app::require(&who, mst_kit::auth::Role::System)?;
         let pb::RecordDepositRequest {
             number,
             deposit_id,

@@ -423,6 +423,9 @@ pub async fn bulk(
     request: Request<pb::BulkActionRequest>,
 ) -> Result<Response<pb::BulkActionResponse>, Status> {
     let w = who(&request)?;
+    // Role: declared instructeur, checked first so the per-dossier results never answer a
+    // caller who may act on no dossier at all.
+    i.gate(&w, false).await?;
     let pb::BulkActionRequest {
         action,
         targets,

@@ -1977,6 +1977,15 @@ pub(crate) fn set_field(
     if text.chars().count() > 10_000 {
         return Err("Texte trop long (10 000 caractères au plus)".into());
     }
+    // Control characters (a NUL byte fails in PostgreSQL `text` and in the public exports);
+    // line breaks and tabs are text.
+    let control = |v: &str| {
+        v.chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    };
+    if control(&text) || list.iter().any(|v| control(v)) {
+        return Err("Le texte contient des caractères non autorisés".into());
+    }
     if list.iter().any(|v| v.is_empty() || v.chars().count() > 500) || list.len() > 100 {
         return Err("Liste invalide : valeurs vides ou trop longues".into());
     }
