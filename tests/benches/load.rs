@@ -137,7 +137,7 @@ impl System {
     async fn start() -> anyhow::Result<Self> {
         let cluster = Cluster::start()?;
         let nats = NatsServer::start().await?;
-        let smtp = SmtpSink::start().await?;
+        let smtp = SmtpSink::start_discarding().await?;
         let prefix = unique_prefix();
         let dir = tempfile::tempdir()?;
         let binary = env!("CARGO_BIN_EXE_mst-service");
@@ -451,6 +451,55 @@ async fn raw_jetstream(
     let rate = acked as f64 / start.elapsed().as_secs_f64();
     js.delete_stream(&name).await?;
     Ok(rate)
+}
+
+/// Emails accepted per second by the SMTP sink through messagerie's own mailer (pooled
+/// connections, TCP_NODELAY), `concurrency` at a time: the ceiling of the email path.
+async fn raw_smtp(smtp: &SmtpSink, concurrency: usize, duration: Duration) -> anyhow::Result<f64> {
+    use mst_messagerie::smtp::{Mailer, Outgoing, SmtpSettings, Transport};
+    let settings = SmtpSettings::parse(
+        &format!("smtp://{}:{}", smtp.host(), smtp.port()),
+        concurrency,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let mailer = Arc::new(Mailer::new(
+        Transport::Smtp(settings),
+        "Mois sans tabac <ne-pas-repondre@mst.example>".parse()?,
+    ));
+    let text = "Bonjour,\n\nVotre dossier n° 123 a été accepté.\n".repeat(20);
+    let start = Instant::now();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut set = JoinSet::new();
+    for w in 0..concurrency {
+        let (mailer, sent, text) = (mailer.clone(), sent.clone(), text.clone());
+        set.spawn(async move {
+            let mut i = 0;
+            while start.elapsed() < duration {
+                i += 1;
+                let mail = Outgoing {
+                    to: format!("promoteur{w}@asso.example"),
+                    message_id: format!("raw-{w}-{i}@mst.example"),
+                    rendered: mst_messagerie::templates::Rendered {
+                        template: "raw".into(),
+                        subject: "Votre dossier n° 123 a été accepté".into(),
+                        text: text.clone(),
+                        html: format!("<p>{text}</p>"),
+                    },
+                };
+                mailer
+                    .send(&mail)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    mailer.close().await;
+    Ok(sent.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
 fn bytes_of(n: usize) -> bytes::Bytes {
@@ -1073,6 +1122,11 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         "  JetStream publish 1 KB awaiting PubAck: {pipelined:.0} msg/s with 256 in flight, {one:.0} msg/s one at a time"
     );
 
+    let smtp = raw_smtp(&system.smtp, 4, plan.raw_duration).await?;
+    println!(
+        "  SMTP sink (aiosmtpd with its Sink handler, one Python process) through messagerie's mailer, 4 connections: {smtp:.0} emails/s"
+    );
+
     println!("\n1. Autosave");
     editors(&system, &plan).await?;
 
@@ -1099,8 +1153,6 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     for (name, mib) in system.peak_rss_mib() {
         println!("  {name:<12} {mib:.1} MiB");
     }
-    let mails = std::fs::read_dir(system.smtp.maildir().join("new"))?.count();
-    println!("  ({mails} emails in the sink's Maildir)");
     for p in &system.processes {
         let tail = system.log_tail(p.name);
         if tail.contains("ERROR") {

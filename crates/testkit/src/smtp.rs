@@ -37,6 +37,8 @@ pub struct SmtpSink {
     port: u16,
     python: PathBuf,
     dir: TempDir,
+    /// Whether messages are kept in the Maildir (else accepted and discarded).
+    keep: bool,
 }
 
 impl SmtpSink {
@@ -45,6 +47,17 @@ impl SmtpSink {
     ///
     /// Fails when aiosmtpd is not installed (`pip install aiosmtpd`) or not ready within 30 s.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::launched(true).await
+    }
+
+    /// The same SMTP server with aiosmtpd's `Sink` handler: it accepts every message and keeps
+    /// none ([`SmtpSink::messages`] stays empty). Writing the Maildir costs the Python process
+    /// most of its time per message; benchmarks use this one to measure the senders.
+    pub async fn start_discarding() -> anyhow::Result<Self> {
+        Self::launched(false).await
+    }
+
+    async fn launched(keep: bool) -> anyhow::Result<Self> {
         let python = find_program("python3", &format!("install Python 3, then {INSTALL_HINT}"))?;
         let dir = tempfile::Builder::new()
             .prefix("mst-smtp-")
@@ -58,7 +71,7 @@ impl SmtpSink {
         let mut attempt = 1;
         loop {
             let port = free_port()?;
-            match launch(&python, dir.path(), port).await {
+            match launch(&python, dir.path(), port, keep).await {
                 Ok(child) => {
                     tracing::debug!(port, dir = %dir.path().display(), "SMTP sink ready");
                     return Ok(Self {
@@ -66,6 +79,7 @@ impl SmtpSink {
                         port,
                         python,
                         dir,
+                        keep,
                     });
                 }
                 // The free port was taken between our probe and the sink's bind: pick another.
@@ -119,7 +133,7 @@ impl SmtpSink {
         if self.is_running() {
             bail!("the SMTP sink on port {} is already running", self.port);
         }
-        let child = launch(&self.python, self.dir.path(), self.port)
+        let child = launch(&self.python, self.dir.path(), self.port, self.keep)
             .await
             .with_context(|| format!("starting the SMTP sink again on port {}", self.port))?;
         self.child = Some(child);
@@ -198,8 +212,9 @@ impl SmtpSink {
     }
 }
 
-/// Spawns aiosmtpd on `port` with its Maildir under `dir`, and waits until it sends its banner.
-async fn launch(python: &Path, dir: &Path, port: u16) -> anyhow::Result<Child> {
+/// Spawns aiosmtpd on `port` with its Maildir under `dir` (or discarding what it accepts when
+/// not `keep`), and waits until it sends its banner.
+async fn launch(python: &Path, dir: &Path, port: u16, keep: bool) -> anyhow::Result<Child> {
     let log = dir.join("aiosmtpd.log");
     let stderr = OpenOptions::new()
         .create(true)
@@ -207,10 +222,16 @@ async fn launch(python: &Path, dir: &Path, port: u16) -> anyhow::Result<Child> {
         .open(&log)
         .with_context(|| format!("opening {}", log.display()))?;
     let offset = stderr.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut child = Command::new(python)
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-        .args(["-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(dir.join("Maildir"))
+    let mut command = Command::new(python);
+    command.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]);
+    if keep {
+        command
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(dir.join("Maildir"));
+    } else {
+        command.args(["-c", "aiosmtpd.handlers.Sink"]);
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
