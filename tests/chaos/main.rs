@@ -104,9 +104,21 @@ async fn the_whole_path_survives_kills_and_restarts_of_every_part_with_nothing_l
 
     let progress = workload::Progress::default();
     let plan = faults::plan(&profile);
-    let (outcome, injected) = tokio::join!(
+    let ticker = async {
+        while !progress.finished.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            println!(
+                "chaos: {:>7.1} s  {} of {} dossiers done",
+                started.elapsed().as_secs_f64(),
+                progress.done.load(std::sync::atomic::Ordering::Relaxed),
+                profile.dossiers
+            );
+        }
+    };
+    let (outcome, injected, ()) = tokio::join!(
         workload::run(&profile, &urls, &setup, &progress),
         faults::inject(&profile, plan, &stack, &pg, &progress, started),
+        ticker,
     );
     let workload_time = started.elapsed();
     let mut stack = stack.into_inner();

@@ -485,8 +485,18 @@ impl Driver<'_> {
                 // tries again, as the UI would.
                 Err(s) if s.code() == Code::FailedPrecondition => {
                     self.progress.frozen_retries.fetch_add(1, Ordering::Relaxed);
-                    self.progress
-                        .note(format!("autosave {row} refused: {}", s.message()));
+                    if self.progress.notes.lock().unwrap().len() < 10 {
+                        let f = self.forms_dossier(n).await?;
+                        let i = self.instruction_dossier(n).await?;
+                        self.progress.note(format!(
+                            "autosave {row} refused: {} (forms: {:?} frozen {}; instruction: {:?} v{})",
+                            s.message(),
+                            f.status(),
+                            f.frozen,
+                            i.status(),
+                            i.version
+                        ));
+                    }
                     attempted = true;
                     self.pause().await;
                 }
