@@ -1305,6 +1305,50 @@ async fn acceptance_message(stack: &Stack, number: i64) -> async_nats::jetstream
     panic!("no acceptance of {number} on the stream")
 }
 
+/// A refusal handled before the re-opening that preceded it (redelivered after an oscars crash,
+/// then stale) still withdraws the fiche: the status reached decides, not the transition. Found
+/// by the chaos suite, where it left a live fiche for a refused dossier.
+#[tokio::test]
+async fn a_refusal_handled_before_the_reopening_that_preceded_it_withdraws_the_fiche() {
+    let stack = Stack::start().await.unwrap();
+    let a = accepted_projet_and_actions(&stack, false).await;
+    fiche_of(&stack, a.projet, 1).await;
+
+    // The refusal two versions after the acceptance, the re-opening in between not handled yet.
+    let original = acceptance_message(&stack, a.projet).await;
+    let mut refusal = ev::DossierStatusChanged::decode(original.payload.as_ref()).unwrap();
+    refusal.from_status = ev::DossierStatus::EnInstruction as i32;
+    refusal.to_status = ev::DossierStatus::Refuse as i32;
+    refusal.transition = ev::DossierTransition::Refuser as i32;
+    refusal.status_version += 2;
+    let event_id = uuid::Uuid::now_v7().to_string();
+    if let Some(m) = refusal.metadata.as_mut() {
+        m.event_id = event_id.clone();
+    }
+    let mut headers = original.headers.clone().unwrap();
+    headers.insert("Nats-Msg-Id", event_id.as_str());
+    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    js.publish_with_headers(
+        original.subject.to_string(),
+        headers,
+        refusal.encode_to_vec().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let client = oscars(&stack).await;
+    let withdrawn = eventually("the withdrawal of the refused dossier's fiche", || {
+        let mut c = client.clone();
+        async move {
+            let f = all_fiches(&mut c).await.remove(&a.projet)?;
+            (f.status() == ev::FicheStatus::Retiree).then_some(f)
+        }
+    })
+    .await;
+    assert!(!withdrawn.visible);
+}
+
 /// An acceptance handled after newer status changes of its dossier (its first handling failed
 /// transiently — forms unreachable — while the refusal that followed went through, no fiche
 /// existing yet) is stale: it imports nothing for a dossier that is no longer accepté. Found by

@@ -111,7 +111,6 @@ impl Oscars {
             version.insert(txn).await?;
         }
         let to = e.to_status();
-        let from = e.from_status();
         if to == ev::DossierStatus::Accepte {
             let kind = e
                 .procedure
@@ -135,16 +134,12 @@ impl Oscars {
             };
             let imported = mapping::map_dossier(&dossier, kind);
             self.import(txn, event_id, e, existing, imported).await
-        } else if from == ev::DossierStatus::Accepte {
-            let Some(row) = existing else {
-                return Ok(());
-            };
-            self.withdraw(txn, event_id, e, row).await
         } else if let Some(row) = existing {
-            let mut active = row.into_active_model();
-            active.dossier_status_version = sea_orm::Set(e.status_version);
-            active.update(txn).await?;
-            Ok(())
+            // The dossier is no longer accepté, whatever it left from: events can arrive out of
+            // order (the one leaving accepté redelivered after a newer one, then stale), so the
+            // status reached decides, not the transition. Withdrawing a withdrawn fiche only
+            // records the version.
+            self.withdraw(txn, event_id, e, row).await
         } else {
             Ok(())
         }
