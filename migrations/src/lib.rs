@@ -21,6 +21,7 @@ mod instruction_m0006_board_scale;
 mod messagerie_m0002;
 mod messagerie_m0003_mail_trace;
 mod oscars_m0002;
+mod oscars_m0003_dossier_versions;
 mod plumbing;
 
 /// The services that own a database.
@@ -103,6 +104,7 @@ pub mod oscars {
             vec![
                 Box::new(plumbing::Migration),
                 Box::new(oscars_m0002::Migration),
+                Box::new(oscars_m0003_dossier_versions::Migration),
             ]
         }
     }

@@ -1305,6 +1305,127 @@ async fn acceptance_message(stack: &Stack, number: i64) -> async_nats::jetstream
     panic!("no acceptance of {number} on the stream")
 }
 
+/// A refusal handled before the re-opening that preceded it (redelivered after an oscars crash,
+/// then stale) still withdraws the fiche: the status reached decides, not the transition. Found
+/// by the chaos suite, where it left a live fiche for a refused dossier.
+#[tokio::test]
+async fn a_refusal_handled_before_the_reopening_that_preceded_it_withdraws_the_fiche() {
+    let stack = Stack::start().await.unwrap();
+    let a = accepted_projet_and_actions(&stack, false).await;
+    fiche_of(&stack, a.projet, 1).await;
+
+    // The refusal two versions after the acceptance, the re-opening in between not handled yet.
+    let original = acceptance_message(&stack, a.projet).await;
+    let mut refusal = ev::DossierStatusChanged::decode(original.payload.as_ref()).unwrap();
+    refusal.from_status = ev::DossierStatus::EnInstruction as i32;
+    refusal.to_status = ev::DossierStatus::Refuse as i32;
+    refusal.transition = ev::DossierTransition::Refuser as i32;
+    refusal.status_version += 2;
+    let event_id = uuid::Uuid::now_v7().to_string();
+    if let Some(m) = refusal.metadata.as_mut() {
+        m.event_id = event_id.clone();
+    }
+    let mut headers = original.headers.clone().unwrap();
+    headers.insert("Nats-Msg-Id", event_id.as_str());
+    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    js.publish_with_headers(
+        original.subject.to_string(),
+        headers,
+        refusal.encode_to_vec().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let client = oscars(&stack).await;
+    let withdrawn = eventually("the withdrawal of the refused dossier's fiche", || {
+        let mut c = client.clone();
+        async move {
+            let f = all_fiches(&mut c).await.remove(&a.projet)?;
+            (f.status() == ev::FicheStatus::Retiree).then_some(f)
+        }
+    })
+    .await;
+    assert!(!withdrawn.visible);
+}
+
+/// An acceptance handled after newer status changes of its dossier (its first handling failed
+/// transiently — forms unreachable — while the refusal that followed went through, no fiche
+/// existing yet) is stale: it imports nothing for a dossier that is no longer accepté. Found by
+/// the chaos suite, where it left a live fiche for a refused dossier.
+#[tokio::test]
+async fn an_acceptance_handled_after_a_newer_refusal_of_its_dossier_imports_no_fiche() {
+    let stack = Stack::start().await.unwrap();
+    let a = accepted_projet_and_actions(&stack, false).await;
+    fiche_of(&stack, a.projet, 1).await;
+
+    // Another projet, passed en instruction then refused: never accepted, no fiche.
+    let refused = deposit_projet(&stack, &a.siret, &cpam_of("13")).await;
+    let mut client = instruction(&stack).await;
+    let d = client
+        .passer_en_instruction(instructeur(ipb::PasserEnInstructionRequest {
+            number: refused,
+            expected_version: status_version(&stack, refused).await,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
+    let refusal = client
+        .refuser(instructeur(ipb::RefuserRequest {
+            number: refused,
+            expected_version: d.version,
+            motivation: "Hors du cahier des charges.".into(),
+            justificatif_upload_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
+
+    // Its acceptance at the version before the refusal, handled only now (a copy of the other
+    // projet's acceptance, renumbered, under new ids).
+    let original = acceptance_message(&stack, a.projet).await;
+    let mut late = ev::DossierStatusChanged::decode(original.payload.as_ref()).unwrap();
+    late.number = refused;
+    late.status_version = refusal.version - 1;
+    let event_id = uuid::Uuid::now_v7().to_string();
+    if let Some(m) = late.metadata.as_mut() {
+        m.event_id = event_id.clone();
+    }
+    let mut headers = original.headers.clone().unwrap();
+    headers.insert("Nats-Msg-Id", event_id.as_str());
+    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    js.publish_with_headers(
+        original.subject.to_string(),
+        headers,
+        late.encode_to_vec().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    // A marker after it: once its effect is visible, the late acceptance was handled.
+    repasser_en_instruction(&stack, a.projet).await;
+    let mut oscars_client = oscars(&stack).await;
+    eventually("the marker's withdrawal", || {
+        let mut c = oscars_client.clone();
+        async move {
+            let f = all_fiches(&mut c).await.remove(&a.projet)?;
+            (f.status() == ev::FicheStatus::Retiree).then_some(())
+        }
+    })
+    .await;
+    let fiches = all_fiches(&mut oscars_client).await;
+    assert!(
+        !fiches.contains_key(&refused),
+        "a fiche was imported for the refused dossier {refused}: {:?}",
+        fiches.get(&refused).map(|f| f.status())
+    );
+}
+
 #[tokio::test]
 async fn the_same_acceptance_delivered_three_times_yields_one_fiche_and_a_full_replay_rebuilds_the_same_state()
  {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use mst_testkit::{NatsServer, SmtpSink, TestDb, unique_prefix, wait_until};
+use mst_testkit::{NatsServer, Postgres, SmtpSink, TestDb, unique_prefix, wait_until};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -24,7 +24,8 @@ pub struct ServiceProcess {
     child: Option<tokio::process::Child>,
     env: Vec<(String, String)>,
     log: PathBuf,
-    _db: TestDb,
+    /// A database of its own (`None` on a cluster the caller owns: [`ProcessStack::start_on`]).
+    _db: Option<TestDb>,
 }
 
 impl ServiceProcess {
@@ -58,6 +59,24 @@ impl ProcessStack {
     /// settings go to every service after the defaults. Returns once each answers its health
     /// check SERVING.
     pub async fn start(binary: impl AsRef<Path>, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with_db(binary, extra, None).await
+    }
+
+    /// The same, each service with a fresh database on `postgres`, a cluster the caller owns
+    /// (and may stop and restart: the chaos suite does).
+    pub async fn start_on(
+        binary: impl AsRef<Path>,
+        extra: &[(&str, &str)],
+        postgres: &Postgres,
+    ) -> anyhow::Result<Self> {
+        Self::start_with_db(binary, extra, Some(postgres)).await
+    }
+
+    async fn start_with_db(
+        binary: impl AsRef<Path>,
+        extra: &[(&str, &str)],
+        postgres: Option<&Postgres>,
+    ) -> anyhow::Result<Self> {
         let nats = NatsServer::start().await?;
         let smtp = SmtpSink::start().await?;
         let prefix = unique_prefix();
@@ -69,10 +88,17 @@ impl ProcessStack {
         let url = |i: usize| format!("http://{}", addrs[i]);
         let mut services = Vec::new();
         for (i, name) in SERVICES.into_iter().enumerate() {
-            let db = TestDb::new().await?;
+            let (db, db_url) = match postgres {
+                Some(pg) => (None, pg.create_database().await?),
+                None => {
+                    let db = TestDb::new().await?;
+                    let url = db.url().to_owned();
+                    (Some(db), url)
+                }
+            };
             let mut env: Vec<(String, String)> = [
                 ("MST_GRPC_ADDR", addrs[i].to_string()),
-                ("MST_DATABASE_URL", db.url().to_owned()),
+                ("MST_DATABASE_URL", db_url),
                 ("MST_MIGRATE_ON_START", "true".to_owned()),
                 ("MST_NATS_URL", nats.url()),
                 ("MST_NATS_STREAM", prefix.to_uppercase()),

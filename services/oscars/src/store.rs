@@ -237,6 +237,28 @@ pub mod region {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod dossier_version {
+    use sea_orm::entity::prelude::*;
+
+    /// The newest status version seen for one dossier (whether it has a fiche or not), so that a
+    /// status change redelivered after newer ones is recognised as stale.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "oscars_dossier_versions")]
+    pub struct Model {
+        /// Dossier number.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub dossier_number: i64,
+        /// Its newest status version handled here.
+        pub status_version: i64,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 /// Stored name of a kind.
 pub fn kind_name(k: ev::DossierKind) -> &'static str {
     match k {

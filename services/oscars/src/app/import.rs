@@ -85,15 +85,32 @@ impl Oscars {
         event_id: &str,
         e: &ev::DossierStatusChanged,
     ) -> Result<(), HandlerError> {
+        // Stale: a status change redelivered after newer ones of the same dossier (its handling
+        // failed transiently, the newer ones went through meanwhile). Recorded per dossier, fiche
+        // or not: an acceptance redelivered after the dossier was re-opened and refused must not
+        // import a fiche.
+        let seen = store::dossier_version::Entity::find_by_id(e.number)
+            .one(txn)
+            .await?;
         let existing = fiche_by_dossier(txn, e.number).await?;
-        if let Some(row) = &existing
-            && row.dossier_status_version >= e.status_version
-        {
+        let newest_seen = seen
+            .as_ref()
+            .map(|s| s.status_version)
+            .max(existing.as_ref().map(|f| f.dossier_status_version));
+        if newest_seen.is_some_and(|v| v >= e.status_version) {
             tracing::info!(dossier = e.number, "stale status change ignored");
             return Ok(());
         }
+        let version = store::dossier_version::ActiveModel {
+            dossier_number: sea_orm::Set(e.number),
+            status_version: sea_orm::Set(e.status_version),
+        };
+        if seen.is_some() {
+            version.update(txn).await?;
+        } else {
+            version.insert(txn).await?;
+        }
         let to = e.to_status();
-        let from = e.from_status();
         if to == ev::DossierStatus::Accepte {
             let kind = e
                 .procedure
@@ -117,16 +134,12 @@ impl Oscars {
             };
             let imported = mapping::map_dossier(&dossier, kind);
             self.import(txn, event_id, e, existing, imported).await
-        } else if from == ev::DossierStatus::Accepte {
-            let Some(row) = existing else {
-                return Ok(());
-            };
-            self.withdraw(txn, event_id, e, row).await
         } else if let Some(row) = existing {
-            let mut active = row.into_active_model();
-            active.dossier_status_version = sea_orm::Set(e.status_version);
-            active.update(txn).await?;
-            Ok(())
+            // The dossier is no longer accepté, whatever it left from: events can arrive out of
+            // order (the one leaving accepté redelivered after a newer one, then stale), so the
+            // status reached decides, not the transition. Withdrawing a withdrawn fiche only
+            // records the version.
+            self.withdraw(txn, event_id, e, row).await
         } else {
             Ok(())
         }
