@@ -35,10 +35,10 @@ pub struct CsvSources {
 impl CsvSources {
     /// The files shipped in `services/forms/data/`.
     pub const OFFICIAL: CsvSources = CsvSources {
-        regions: include_str!("../../data/regions.csv"),
-        departements: include_str!("../../data/departements.csv"),
-        communes: include_str!("../../data/communes.csv"),
-        cpams: include_str!("../../data/cpam.csv"),
+        regions: include_str!("../../../services/forms/data/regions.csv"),
+        departements: include_str!("../../../services/forms/data/departements.csv"),
+        communes: include_str!("../../../services/forms/data/communes.csv"),
+        cpams: include_str!("../../../services/forms/data/cpam.csv"),
     };
 }
 
@@ -802,11 +802,11 @@ mod tests {
         let procedures = [
             (
                 "mst-2024-projet",
-                include_str!("../../procedures/mst-2024-projet.json"),
+                include_str!("../../../services/forms/procedures/mst-2024-projet.json"),
             ),
             (
                 "mst-2024-action",
-                include_str!("../../procedures/mst-2024-action.json"),
+                include_str!("../../../services/forms/procedures/mst-2024-action.json"),
             ),
         ];
         for (id, text) in procedures {

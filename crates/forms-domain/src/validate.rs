@@ -1096,9 +1096,9 @@ fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::condition::tests::{TestGeo, any_value};
-    use crate::domain::condition::{Condition, Operand, Operator};
-    use crate::domain::form::{
+    use crate::condition::tests::{TestGeo, any_value};
+    use crate::condition::{Condition, Operand, Operator};
+    use crate::form::{
         DateConstraints, NumberConstraints, Pattern, RepetitionConstraints, TextConstraints,
     };
     use chrono::{TimeZone, Utc};

@@ -294,7 +294,7 @@ fn address_departement(a: &Address, geo: &dyn Geo) -> Option<String> {
 
 /// Checks that a comparison suits the compared field (used by [`FormDefinition::new`]); the
 /// error is a French reason for the admin.
-pub(crate) fn check_comparison(
+pub fn check_comparison(
     operator: Operator,
     operand: Option<&Operand>,
     target: &FieldDefinition,
@@ -480,9 +480,9 @@ pub fn visibility(form: &FormDefinition, answers: &Answers, geo: &dyn Geo) -> Vi
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::domain::form::{ChoiceConstraints, FieldDefinition};
-    use crate::domain::geo::{CommuneInfo, DepartementInfo, RegionInfo};
-    use crate::domain::value::Address;
+    use crate::form::{ChoiceConstraints, FieldDefinition};
+    use crate::geo::{CommuneInfo, DepartementInfo, RegionInfo};
+    use crate::value::Address;
     use chrono::{TimeZone, Utc};
     use proptest::prelude::*;
 

@@ -1236,7 +1236,7 @@ impl Checker<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::condition::{Operand, Operator};
+    use crate::condition::{Operand, Operator};
 
     fn fid(s: &str) -> FieldId {
         FieldId::parse(s).expect("test field id")

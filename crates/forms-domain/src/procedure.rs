@@ -255,8 +255,8 @@ fn display_code(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::form::{FieldDefinition, FieldType};
-    use crate::domain::ids::{FieldId, Siret};
+    use crate::form::{FieldDefinition, FieldType};
+    use crate::ids::{FieldId, Siret};
 
     #[test]
     fn procedure_ids_follow_their_syntax() {
