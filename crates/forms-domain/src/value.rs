@@ -824,6 +824,28 @@ mod tests {
         assert_eq!(back, answers);
     }
 
+    /// Found by the `form_answers` / `condition` fuzz targets: answers are stored as JSON, and
+    /// serde_json's default float parsing is not correctly rounded, so an accepted latitude
+    /// came back one unit in the last place off. The workspace enables `float_roundtrip`.
+    #[test]
+    fn every_accepted_coordinate_reads_back_exactly_from_its_json() {
+        for latitude in [
+            1.1448512168956955e-259,
+            43.296_482,
+            -89.999_999_999_999_99,
+            5e-324,
+        ] {
+            let value = Value::Address(Address {
+                latitude: Some(latitude),
+                longitude: Some(-latitude * 2.0),
+                ..Address::default()
+            });
+            let json = serde_json::to_string(&value).expect("json");
+            let back: Value = serde_json::from_str(&json).expect("back");
+            assert_eq!(back, value, "{json}");
+        }
+    }
+
     #[test]
     fn values_know_their_field_type_and_emptiness() {
         assert!(Value::Text(String::new()).fits(FieldType::Textarea));
