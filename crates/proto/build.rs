@@ -33,9 +33,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("mst_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
+    // Services are generated with the `grpc` feature only: the messages alone need no tonic.
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
+        .build_server(grpc)
+        .build_client(grpc)
         .compile_fds(fds)?;
     Ok(())
 }

@@ -255,3 +255,29 @@ pub async fn deposit(
         .await
         .map(|r| r.into_inner().dossier.unwrap())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The fuzz targets of `tests/fuzz` read the test procedure's form in the domain's serde
+    /// form from `tests/fuzz/forms/test.json`; this keeps that copy equal to
+    /// [`super::test_definition`] (`MST_WRITE_FUZZ_FORMS=1` rewrites it).
+    #[test]
+    fn the_fuzz_targets_copy_of_the_test_form_is_up_to_date() {
+        let def = mst_forms::grpc::convert::procedure_definition(
+            super::test_definition("test"),
+            "definition",
+        )
+        .expect("valid test definition");
+        let json = serde_json::to_string_pretty(&def.form).expect("json") + "\n";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/forms/test.json");
+        if std::env::var_os("MST_WRITE_FUZZ_FORMS").is_some() {
+            std::fs::write(&path, &json).expect("write");
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == json,
+            "{} differs from test_definition: run MST_WRITE_FUZZ_FORMS=1 cargo test -p mst-e2e --lib",
+            path.display()
+        );
+    }
+}

@@ -74,7 +74,7 @@ impl EventMetadata {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "json"))]
 mod tests {
     use super::*;
 
