@@ -216,11 +216,20 @@ impl System {
         &self.dbs[name]
     }
 
-    fn log_tail(&self, name: &str) -> String {
+    /// The last warnings and errors `name` logged.
+    fn problems(&self, name: &str) -> Vec<String> {
         let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
             .unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+            .map(|l| {
+                // The message and error are at the end of the line.
+                let chars: Vec<char> = l.chars().collect();
+                chars[chars.len().saturating_sub(300)..].iter().collect()
+            })
+            .collect();
+        lines[lines.len().saturating_sub(8)..].to_vec()
     }
 
     fn peak_rss_mib(&self) -> Vec<(&'static str, f64)> {
@@ -1154,9 +1163,13 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         println!("  {name:<12} {mib:.1} MiB");
     }
     for p in &system.processes {
-        let tail = system.log_tail(p.name);
-        if tail.contains("ERROR") {
-            println!("--- {} log tail ---\n{tail}", p.name);
+        let problems = system.problems(p.name);
+        if !problems.is_empty() {
+            println!(
+                "--- {}: last warnings and errors ---\n{}",
+                p.name,
+                problems.join("\n")
+            );
         }
     }
     println!("total {:.0} s", total.elapsed().as_secs_f64());

@@ -212,7 +212,7 @@ impl Forms {
         row: dossier::Model,
         access: Access,
     ) -> Result<DossierView, AppError> {
-        let procedure = self.procedure(&row.procedure_id).await?;
+        let procedure = self.procedure_on(db, &row.procedure_id).await?;
         let form = self.form_of(&row.revision_id).await?;
         let answers = parse_answers(&row)?;
         let vis = visibility(&form, &answers, self.geo);
@@ -522,7 +522,7 @@ impl Forms {
             .insert(&txn)
             .await?;
         }
-        let procedure = self.procedure(&row.procedure_id).await?;
+        let procedure = self.procedure_on(&txn, &row.procedure_id).await?;
         let event = DossierContentChanged {
             metadata: Some(EventMetadata::new(PRODUCER, actor(who, Role::Promoteur))),
             number,
@@ -810,7 +810,7 @@ impl Forms {
         if row.version != expected_version {
             return Err(stale(number, expected_version, row.version));
         }
-        let procedure = self.procedure(&row.procedure_id).await?;
+        let procedure = self.procedure_on(&txn, &row.procedure_id).await?;
         dossier::Entity::delete_by_id(number).exec(&txn).await?;
         let event = DossierDeleted {
             metadata: Some(EventMetadata::new(PRODUCER, actor(who, Role::Promoteur))),
@@ -880,7 +880,7 @@ impl Forms {
         }
         .insert(&txn)
         .await?;
-        let procedure = self.procedure(&row.procedure_id).await?;
+        let procedure = self.procedure_on(&txn, &row.procedure_id).await?;
         let event = DossierInvited {
             metadata: Some(EventMetadata::new(PRODUCER, actor(who, Role::Promoteur))),
             number,

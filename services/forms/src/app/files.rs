@@ -248,7 +248,7 @@ impl Forms {
         }
         .insert(&txn)
         .await?;
-        let procedure = self.procedure(&row.procedure_id).await?;
+        let procedure = self.procedure_on(&txn, &row.procedure_id).await?;
         let event = DossierContentChanged {
             metadata: Some(EventMetadata::new(PRODUCER, actor(who, Role::Promoteur))),
             number,

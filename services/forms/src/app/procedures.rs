@@ -258,7 +258,18 @@ impl Forms {
 
     /// A procedure by id (anyone authenticated may read procedures).
     pub async fn procedure(&self, id: &str) -> Result<ProcedureView, AppError> {
-        let row = store::procedure(&self.db, id)
+        self.procedure_on(&self.db, id).await
+    }
+
+    /// The same read on `db`: inside a transaction, pass it, so the request never holds one
+    /// pooled connection while waiting for a second (under load that waits for the pool's
+    /// timeout).
+    pub async fn procedure_on<C: sea_orm::ConnectionTrait>(
+        &self,
+        db: &C,
+        id: &str,
+    ) -> Result<ProcedureView, AppError> {
+        let row = store::procedure(db, id)
             .await?
             .ok_or_else(|| AppError::NotFound("procedure", id.to_owned()))?;
         ProcedureView::new(row)
