@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
-use mst_e2e::bench::{Cluster, bearer, channel, ms, percentile, proc_status_kib, with};
+use mst_e2e::bench::{
+    Cluster, bearer, channel, definition, ms, percentile, proc_status_kib, set, with,
+};
 use mst_instruction::app::Instruction;
 use mst_instruction::app::board::{ListRequest, SortKey, Tab};
 use mst_instruction::app::export::{ExportRequest, Format};
@@ -170,42 +172,17 @@ fn principal(email: &str, role: Role) -> Principal {
     }
 }
 
-fn definition() -> anyhow::Result<fpb::ProcedureDefinition> {
-    let json = format!(
-        r#"{{"id":"{PROCEDURE}","title":"Démarche de banc d'essai","description":"Benchmark","kind":"DOSSIER_KIND_PROJET",
-        "estimatedFillingTime":"600s",
-        "fields":[
-          {{"id":"titre","label":"Titre du projet","type":"FIELD_TYPE_TEXT","required":true,"purpose":"FIELD_PURPOSE_TITLE","text":{{"maxLength":200}}}},
-          {{"id":"siret","label":"SIRET","type":"FIELD_TYPE_SIRET","required":true,"purpose":"FIELD_PURPOSE_SIRET"}},
-          {{"id":"departement","label":"Département","type":"FIELD_TYPE_DEPARTEMENT","required":true,"purpose":"FIELD_PURPOSE_DEPARTEMENT"}},
-          {{"id":"budget","label":"Budget","type":"FIELD_TYPE_REPETITION","required":true,
-            "children":[{{"id":"poste","label":"Poste","type":"FIELD_TYPE_TEXT","required":true}},
-                        {{"id":"montant","label":"Montant","type":"FIELD_TYPE_DECIMAL","required":true,"number":{{"min":"0","maxDecimalPlaces":2}}}}]}}
-        ]}}"#
-    );
-    mst_proto::json::decode("mst.forms.v1.ProcedureDefinition", &json)
-        .map_err(|e| anyhow::anyhow!("procedure definition: {e:?}"))
-}
-
-fn set(field: &str, row: Option<&str>, value: fpb::champ_value::Value) -> fpb::ChampPatch {
-    fpb::ChampPatch {
-        field_id: field.into(),
-        row: row.map(|r| fpb::RowRef {
-            repetition_field_id: "budget".into(),
-            row_id: r.into(),
-        }),
-        operation: Some(fpb::champ_patch::Operation::Set(fpb::ChampValue {
-            value: Some(value),
-        })),
-    }
-}
-
 fn answers(i: usize) -> Vec<fpb::ChampPatch> {
     use fpb::champ_value::Value as V;
     vec![
         set("titre", None, V::Text(format!("Mois sans tabac n{i}"))),
         set("siret", None, V::Siret("73282932000074".into())),
         set("departement", None, V::Departement("13".into())),
+        set(
+            "description",
+            None,
+            V::Text("Stands d'information au marché.".into()),
+        ),
         fpb::ChampPatch {
             field_id: "budget".into(),
             row: None,
@@ -225,9 +202,9 @@ async fn setup_procedure(s: &Services) -> anyhow::Result<String> {
         .load_procedure(with(
             &admin,
             fpb::LoadProcedureRequest {
-                source: Some(fpb::load_procedure_request::Source::Definition(
-                    definition()?
-                )),
+                source: Some(fpb::load_procedure_request::Source::Definition(definition(
+                    PROCEDURE,
+                )?)),
                 publish: true,
             },
         ))

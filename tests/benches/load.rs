@@ -32,7 +32,9 @@ use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
-use mst_e2e::bench::{Cluster, bearer, channel, pg_command, proc_status_kib, summary, with};
+use mst_e2e::bench::{
+    Cluster, bearer, channel, definition, pg_command, proc_status_kib, set, summary, with,
+};
 use mst_kit::auth::Role;
 use mst_proto::forms as fpb;
 use mst_proto::forms::forms_service_client::FormsServiceClient;
@@ -250,37 +252,6 @@ impl System {
 // ---------------------------------------------------------------------------------------------
 // Set-up: the benchmark's procedure and a groupe of instructeurs for département 13.
 
-fn definition() -> anyhow::Result<fpb::ProcedureDefinition> {
-    let json = format!(
-        r#"{{"id":"{PROCEDURE}","title":"Démarche de banc d'essai","description":"Benchmark","kind":"DOSSIER_KIND_PROJET",
-        "estimatedFillingTime":"600s",
-        "fields":[
-          {{"id":"titre","label":"Titre du projet","type":"FIELD_TYPE_TEXT","required":true,"purpose":"FIELD_PURPOSE_TITLE","text":{{"maxLength":200}}}},
-          {{"id":"siret","label":"SIRET","type":"FIELD_TYPE_SIRET","required":true,"purpose":"FIELD_PURPOSE_SIRET"}},
-          {{"id":"departement","label":"Département","type":"FIELD_TYPE_DEPARTEMENT","required":true,"purpose":"FIELD_PURPOSE_DEPARTEMENT"}},
-          {{"id":"description","label":"Description","type":"FIELD_TYPE_TEXTAREA","required":true}},
-          {{"id":"budget","label":"Budget","type":"FIELD_TYPE_REPETITION","required":true,
-            "children":[{{"id":"poste","label":"Poste","type":"FIELD_TYPE_TEXT","required":true}},
-                        {{"id":"montant","label":"Montant","type":"FIELD_TYPE_DECIMAL","required":true,"number":{{"min":"0","maxDecimalPlaces":2}}}}]}}
-        ]}}"#
-    );
-    mst_proto::json::decode("mst.forms.v1.ProcedureDefinition", &json)
-        .map_err(|e| anyhow::anyhow!("procedure definition: {e:?}"))
-}
-
-fn set(field: &str, row: Option<&str>, value: fpb::champ_value::Value) -> fpb::ChampPatch {
-    fpb::ChampPatch {
-        field_id: field.into(),
-        row: row.map(|r| fpb::RowRef {
-            repetition_field_id: "budget".into(),
-            row_id: r.into(),
-        }),
-        operation: Some(fpb::champ_patch::Operation::Set(fpb::ChampValue {
-            value: Some(value),
-        })),
-    }
-}
-
 /// What a promoteur types, in three autosaves.
 fn autosaves(i: usize) -> [Vec<fpb::ChampPatch>; 3] {
     use fpb::champ_value::Value as V;
@@ -319,9 +290,9 @@ async fn set_up(system: &System, plan: &Plan) -> anyhow::Result<()> {
         .load_procedure(with(
             &admin,
             fpb::LoadProcedureRequest {
-                source: Some(fpb::load_procedure_request::Source::Definition(
-                    definition()?
-                )),
+                source: Some(fpb::load_procedure_request::Source::Definition(definition(
+                    PROCEDURE,
+                )?)),
                 publish: true,
             },
         ))

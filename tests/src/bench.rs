@@ -12,6 +12,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
 use mst_kit::auth::Role;
+use mst_proto::forms as fpb;
 
 /// PostgreSQL 15's binaries on Debian.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -187,4 +188,38 @@ pub fn proc_status_kib(pid: &str, key: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// The benchmarks' procedure `id`: a title, a SIRET, a département (routing), a description and
+/// a repetition of budget lines.
+pub fn definition(id: &str) -> anyhow::Result<fpb::ProcedureDefinition> {
+    let json = format!(
+        r#"{{"id":"{id}","title":"Démarche de banc d'essai","description":"Benchmark","kind":"DOSSIER_KIND_PROJET",
+        "estimatedFillingTime":"600s",
+        "fields":[
+          {{"id":"titre","label":"Titre du projet","type":"FIELD_TYPE_TEXT","required":true,"purpose":"FIELD_PURPOSE_TITLE","text":{{"maxLength":200}}}},
+          {{"id":"siret","label":"SIRET","type":"FIELD_TYPE_SIRET","required":true,"purpose":"FIELD_PURPOSE_SIRET"}},
+          {{"id":"departement","label":"Département","type":"FIELD_TYPE_DEPARTEMENT","required":true,"purpose":"FIELD_PURPOSE_DEPARTEMENT"}},
+          {{"id":"description","label":"Description","type":"FIELD_TYPE_TEXTAREA","required":true}},
+          {{"id":"budget","label":"Budget","type":"FIELD_TYPE_REPETITION","required":true,
+            "children":[{{"id":"poste","label":"Poste","type":"FIELD_TYPE_TEXT","required":true}},
+                        {{"id":"montant","label":"Montant","type":"FIELD_TYPE_DECIMAL","required":true,"number":{{"min":"0","maxDecimalPlaces":2}}}}]}}
+        ]}}"#
+    );
+    mst_proto::json::decode("mst.forms.v1.ProcedureDefinition", &json)
+        .map_err(|e| anyhow::anyhow!("procedure definition: {e:?}"))
+}
+
+/// Sets `field` (in row `row` of the repetition `budget`) to `value`.
+pub fn set(field: &str, row: Option<&str>, value: fpb::champ_value::Value) -> fpb::ChampPatch {
+    fpb::ChampPatch {
+        field_id: field.into(),
+        row: row.map(|r| fpb::RowRef {
+            repetition_field_id: "budget".into(),
+            row_id: r.into(),
+        }),
+        operation: Some(fpb::champ_patch::Operation::Set(fpb::ChampValue {
+            value: Some(value),
+        })),
+    }
 }
