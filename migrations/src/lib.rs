@@ -20,6 +20,7 @@ mod instruction_m0005_justificatifs;
 mod instruction_m0006_board_scale;
 mod messagerie_m0002;
 mod messagerie_m0003_mail_trace;
+mod messagerie_m0004_notice_requests;
 mod oscars_m0002;
 mod oscars_m0003_dossier_versions;
 mod plumbing;
@@ -85,6 +86,7 @@ pub mod messagerie {
                 Box::new(plumbing::Migration),
                 Box::new(messagerie_m0002::Migration),
                 Box::new(messagerie_m0003_mail_trace::Migration),
+                Box::new(messagerie_m0004_notice_requests::Migration),
             ]
         }
     }

@@ -565,23 +565,6 @@ async fn mail_sent_events(stack: &Stack) -> Vec<ev::MailSent> {
     out
 }
 
-/// Publishes `event` on the stack's stream under the message id `msg_id`.
-async fn publish<E: mst_proto::Event>(stack: &Stack, event: &E, msg_id: &str) {
-    let client = async_nats::connect(stack.nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
-    js.publish_with_headers(
-        format!("{}.{}", stack.prefix, E::SUBJECT),
-        headers,
-        event.encode_to_vec().into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-}
-
 fn status_event(
     number: i64,
     owner: &str,

@@ -84,3 +84,116 @@ async fn a_deposit_is_one_trace_across_the_forms_and_instruction_processes() {
     assert!(joined.is_ok(), "{:#?}", collector.spans());
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// The instructeurs a notice concerns are asked of instruction after the event's commit, not
+/// inside it: while instruction is down the messagerie's event stream goes on (an expert is
+/// still asked for his avis at once, and no event waits for a redelivery), and the follower
+/// hears of the promoteur's message, once, when instruction is back.
+#[tokio::test]
+async fn the_messagerie_goes_on_while_instruction_is_down_and_tells_followers_once_it_is_back() {
+    use mst_kit::auth::Role;
+    use mst_proto::events as ev;
+    use mst_proto::instruction as ipb;
+    const PROCEDURE: &str = "test-notice-requests";
+    const EXPERT: &str = "dr.expert@tabacologie.example";
+    const WAIT: Duration = Duration::from_secs(30);
+    let mut stack = ProcessStack::start(env!("CARGO_BIN_EXE_mst-service"), &[])
+        .await
+        .unwrap();
+    publish_test_procedure(&stack, PROCEDURE).await;
+    roster_cpam13(&stack).await;
+    let d = create(&stack, OWNER, PROCEDURE).await;
+    let d = update(&stack, OWNER, d.number, d.version, complete_answers())
+        .await
+        .unwrap();
+    deposit(&stack, OWNER, d.number, d.version).await.unwrap();
+    let instruction = tonic::transport::Endpoint::from_shared(stack.service("instruction").url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    ipb::instruction_service_client::InstructionServiceClient::new(instruction)
+        .follow_dossier(as_(
+            INSTRUCTEUR,
+            &[Role::Instructeur],
+            ipb::FollowDossierRequest { number: d.number },
+        ))
+        .await
+        .unwrap();
+    stack
+        .smtp
+        .wait_for(|m| m.is_for(OWNER), 1, WAIT)
+        .await
+        .unwrap();
+
+    stack.kill("instruction").await.unwrap();
+    let procedure = Some(ev::ProcedureRef {
+        id: PROCEDURE.into(),
+        title: "Démarche de test".into(),
+        kind: ev::DossierKind::Projet as i32,
+    });
+    let actor = |email: &str, role: ev::Role| {
+        Some(ev::EventMetadata::new(
+            "test",
+            ev::Actor {
+                email: email.into(),
+                role: role as i32,
+            },
+        ))
+    };
+    publish(
+        &stack,
+        &ev::MessagePosted {
+            metadata: actor(OWNER, ev::Role::Promoteur),
+            message_id: "m-1".into(),
+            number: d.number,
+            procedure: procedure.clone(),
+            sequence: 3,
+            ..Default::default()
+        },
+        "notice-requests-message",
+    )
+    .await;
+    publish(
+        &stack,
+        &ev::AvisRequested {
+            metadata: actor(INSTRUCTEUR, ev::Role::Instructeur),
+            avis_id: "a-1".into(),
+            number: d.number,
+            procedure,
+            expert_email: EXPERT.into(),
+            ..Default::default()
+        },
+        "notice-requests-avis",
+    )
+    .await;
+    stack
+        .smtp
+        .wait_for(|m| m.is_for(EXPERT), 1, WAIT)
+        .await
+        .unwrap();
+    // Both events are acknowledged: none waits for a redelivery.
+    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    let stream = js.get_stream(stack.prefix.to_uppercase()).await.unwrap();
+    mst_testkit::wait_until(WAIT, || {
+        let stream = stream.clone();
+        async move {
+            let info = stream.consumer_info("messagerie").await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    let told = |m: &mst_testkit::ReceivedMail| {
+        m.is_for(INSTRUCTEUR) && m.subject.starts_with("Nouveau message")
+    };
+    let received = stack.smtp.messages().await.unwrap();
+    assert!(!received.iter().any(told), "nobody to ask yet");
+
+    stack.restart("instruction").await.unwrap();
+    stack.smtp.wait_for(told, 1, WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let received = stack.smtp.messages().await.unwrap();
+    assert_eq!(received.iter().filter(|m| told(m)).count(), 1, "told once");
+    stack.stop(Duration::from_secs(10)).await.unwrap();
+}

@@ -256,6 +256,24 @@ pub async fn deposit(
         .map(|r| r.into_inner().dossier.unwrap())
 }
 
+/// Publishes `event` on the stack's stream under the message id `msg_id` (as its producer
+/// would), and waits for the stream's acknowledgement.
+pub async fn publish<E: mst_proto::Event>(stack: &impl Services, event: &E, msg_id: &str) {
+    let client = async_nats::connect(stack.nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+    js.publish_with_headers(
+        format!("{}.{}", stack.prefix(), E::SUBJECT),
+        headers,
+        event.encode_to_vec().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     /// The fuzz targets of `tests/fuzz` read the test procedure's form in the domain's serde

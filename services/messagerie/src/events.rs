@@ -94,8 +94,10 @@ impl Handler for Events {
         result.map_err(classify)
     }
 
-    /// The emails the handled events queued are committed: the sender can take them now.
+    /// The emails and notice requests the handled events queued are committed: the sender and
+    /// the notice resolver can take them now.
     fn committed(&self) {
         self.messagerie.wake_sender();
+        self.messagerie.wake_resolver();
     }
 }

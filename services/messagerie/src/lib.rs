@@ -179,6 +179,9 @@ impl App {
         infra
             .shutdown
             .spawn(messagerie.clone().run_scheduler(infra.shutdown.token()));
+        infra
+            .shutdown
+            .spawn(messagerie.clone().run_resolver(infra.shutdown.token()));
         Ok(Self { infra, messagerie })
     }
 

@@ -90,6 +90,7 @@ struct Inner {
     timing: Timing,
     mail_domain: String,
     wake_sender: tokio::sync::Notify,
+    wake_resolver: tokio::sync::Notify,
 }
 
 /// The messagerie's use cases (cheap to clone).
@@ -126,6 +127,7 @@ impl Messagerie {
                 timing,
                 mail_domain,
                 wake_sender: tokio::sync::Notify::new(),
+                wake_resolver: tokio::sync::Notify::new(),
             }),
         }
     }

@@ -3,6 +3,7 @@
 //! Europe/Paris on weekdays); the preferences themselves.
 
 use chrono::{DateTime, Datelike as _, NaiveDate, Timelike as _, Utc};
+use futures::StreamExt as _;
 use minijinja::context;
 use mst_kit::error::ApiError;
 use mst_proto::events as ev;
@@ -10,13 +11,32 @@ use mst_proto::instruction as ipb;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
-    QueryOrder as _,
+    QueryOrder as _, QuerySelect as _,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::queue::NewMail;
 use super::{AppError, Messagerie, french_datetime, paris};
-use crate::store::{dossier, notice, preference};
+use crate::store::{dossier, notice, notice_request, preference};
+
+/// Notice requests read per pass.
+pub const RESOLVE_BATCH: usize = 64;
+/// Requests asked of instruction at once.
+pub const RESOLVE_CONCURRENCY: usize = 8;
+/// Longest wait before asking instruction again.
+const RESOLVE_RETRY_MAX_SECS: i64 = 60;
+
+/// What an instructeur notice is about.
+#[derive(Clone, Copy)]
+struct About<'a> {
+    number: i64,
+    procedure_id: &'a str,
+    title: &'a str,
+    source: &'a str,
+    kind: Kind,
+    at: DateTime<Utc>,
+}
 
 /// Kinds of instructeur notices (mst.messagerie.v1.NoticeKind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,17 +198,14 @@ impl Messagerie {
     }
 
     /// The instructeurs of a dossier's groupe (with their follow flag), from instruction.
-    async fn dossier_instructeurs(&self, number: i64) -> Result<Vec<(String, bool)>, AppError> {
+    async fn dossier_instructeurs(
+        &self,
+        number: i64,
+    ) -> Result<Vec<(String, bool)>, tonic::Status> {
         let mut client = self.inner.instruction.clone();
         let answer = client
             .list_dossier_instructeurs(ipb::ListDossierInstructeursRequest { number })
-            .await
-            .map_err(|s| {
-                AppError::Api(ApiError::Unavailable(format!(
-                    "instruction ListDossierInstructeurs: {}",
-                    s.message()
-                )))
-            })?
+            .await?
             .into_inner();
         Ok(answer
             .instructeurs
@@ -198,8 +215,10 @@ impl Messagerie {
     }
 
     /// Tells the instructeurs concerned by `kind` on dossier `number`, per their preferences:
-    /// `only` names the one instructeur concerned (avis), else the followers (or, for a new
-    /// dossier, every instructeur of the groupe).
+    /// `only` names the one instructeur concerned (avis): told at once; else the followers (or,
+    /// for a new dossier, every instructeur of the groupe), whom instruction knows: the request
+    /// is recorded in `txn` and resolved after the commit ([`Self::resolve_notice_requests`]),
+    /// so the event stream never waits on instruction.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn notice_instructeurs<C: ConnectionTrait>(
         &self,
@@ -211,16 +230,6 @@ impl Messagerie {
         only: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<(), AppError> {
-        let recipients: Vec<String> = match only {
-            Some(email) => super::distinct_recipients([email]),
-            None => self
-                .dossier_instructeurs(number)
-                .await?
-                .into_iter()
-                .filter(|(_, following)| kind == Kind::NewDossier || *following)
-                .map(|(email, _)| email)
-                .collect(),
-        };
         let procedure_id = procedure.map(|p| p.id.clone()).unwrap_or_default();
         let title = procedure
             .map(|p| {
@@ -231,14 +240,69 @@ impl Messagerie {
                 }
             })
             .unwrap_or_default();
+        let about = About {
+            number,
+            procedure_id: &procedure_id,
+            title: &title,
+            source,
+            kind,
+            at,
+        };
+        match only {
+            Some(email) => {
+                self.deliver_notices(txn, &super::distinct_recipients([email]), &about)
+                    .await
+            }
+            None => {
+                notice_request::Entity::insert(notice_request::ActiveModel {
+                    id: Set(uuid::Uuid::now_v7().to_string()),
+                    dedup_key: Set(format!("{}:{source}", kind.as_str())),
+                    kind: Set(kind.as_str().to_owned()),
+                    number: Set(number),
+                    procedure_id: Set(procedure_id.clone()),
+                    procedure_title: Set(title.clone()),
+                    source_event_id: Set(source.to_owned()),
+                    occurred_at: Set(at),
+                    attempts: Set(0),
+                    last_error: Set(String::new()),
+                    next_attempt_at: Set(Utc::now()),
+                    trace_context: Set(serde_json::to_string(
+                        &mst_bus::trace::current_context_headers(),
+                    )
+                    .unwrap_or_default()),
+                })
+                .on_conflict_do_nothing_on([notice_request::Column::DedupKey])
+                .exec_without_returning(txn)
+                .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Queues the instant email and/or the digest line of each of `recipients`, per their
+    /// preferences for the procedure.
+    async fn deliver_notices<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        recipients: &[String],
+        about: &About<'_>,
+    ) -> Result<(), AppError> {
+        let About {
+            number,
+            procedure_id,
+            title,
+            source,
+            kind,
+            at,
+        } = *about;
         for r in recipients {
-            let (instant, digest) = self.setting(txn, &r, &procedure_id, kind).await?;
+            let (instant, digest) = self.setting(txn, r, procedure_id, kind).await?;
             if instant {
                 let rendered = self.render(
                     "notice",
                     context! {
                         numero => number,
-                        demarche => title.clone(),
+                        demarche => title,
                         titre => kind.title(),
                         phrase => kind.sentence(),
                     },
@@ -247,7 +311,7 @@ impl Messagerie {
                     txn,
                     NewMail {
                         dedup_key: format!("{source}:{r}"),
-                        recipient: &r,
+                        recipient: r,
                         rendered: &rendered,
                         number: Some(number),
                         source_event_ids: vec![source.to_owned()],
@@ -259,11 +323,11 @@ impl Messagerie {
                 self.insert_notice(
                     txn,
                     notice::DIGEST,
-                    &r,
+                    r,
                     kind.as_str(),
                     number,
-                    &procedure_id,
-                    &title,
+                    procedure_id,
+                    title,
                     source,
                     at,
                     at,
@@ -271,6 +335,160 @@ impl Messagerie {
                 .await?;
             }
         }
+        Ok(())
+    }
+
+    /// Wakes the notice resolver (after a commit that recorded requests).
+    pub fn wake_resolver(&self) {
+        self.inner.wake_resolver.notify_one();
+    }
+
+    /// Resolves due notice requests until none is left or `shutdown`; then waits for a wake-up
+    /// or the poll interval.
+    pub async fn run_resolver(self, shutdown: CancellationToken) {
+        loop {
+            loop {
+                match self.resolve_notice_requests().await {
+                    Ok(n) if n == RESOLVE_BATCH => {}
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "notice resolver: cannot read the requests");
+                        break;
+                    }
+                }
+                if shutdown.is_cancelled() {
+                    break;
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.inner.wake_resolver.notified() => {}
+                () = tokio::time::sleep(self.timing().poll) => {}
+            }
+        }
+        tracing::info!("notice resolver stopped");
+    }
+
+    /// One pass over the due notice requests (at most [`RESOLVE_BATCH`], oldest first, asked of
+    /// instruction [`RESOLVE_CONCURRENCY`] at a time); returns how many were due. A request is
+    /// deleted in the transaction that queues its notices, so a crash or a second replica never
+    /// tells anyone twice (and the notices' own keys would refuse a second copy).
+    pub async fn resolve_notice_requests(&self) -> Result<usize, AppError> {
+        let due = notice_request::Entity::find()
+            .filter(notice_request::Column::NextAttemptAt.lte(Utc::now()))
+            .order_by_asc(notice_request::Column::Id)
+            .limit(RESOLVE_BATCH as u64)
+            .all(self.db())
+            .await?;
+        let count = due.len();
+        let delivered: usize = futures::stream::iter(due)
+            .map(|request| async move {
+                match self.resolve_one(&request).await {
+                    Ok(done) => usize::from(done),
+                    Err(error) => {
+                        tracing::warn!(%error, request = %request.id, "notice resolver: cannot record");
+                        0
+                    }
+                }
+            })
+            .buffer_unordered(RESOLVE_CONCURRENCY)
+            .fold(0, |sum, n| async move { sum + n })
+            .await;
+        if delivered > 0 {
+            self.wake_sender();
+        }
+        Ok(count)
+    }
+
+    /// Resolves one request; true when its notices were queued now.
+    async fn resolve_one(&self, request: &notice_request::Model) -> Result<bool, AppError> {
+        let span = tracing::info_span!(
+            "notice.resolve",
+            number = request.number,
+            kind = %request.kind,
+            source = %request.source_event_id,
+        );
+        let parent: std::collections::HashMap<String, String> =
+            serde_json::from_str(&request.trace_context).unwrap_or_default();
+        mst_bus::trace::set_parent_from_map(&span, &parent);
+        async {
+            let Some(kind) = Kind::parse(&request.kind) else {
+                tracing::error!(kind = %request.kind, "unknown notice kind: request dropped");
+                self.drop_request(&request.id).await?;
+                return Ok(false);
+            };
+            let instructeurs = match self.dossier_instructeurs(request.number).await {
+                Ok(list) => list,
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    // Deleted since (or never routed): nobody to tell.
+                    tracing::info!(
+                        number = request.number,
+                        "dossier unknown to instruction: notice dropped"
+                    );
+                    self.drop_request(&request.id).await?;
+                    return Ok(false);
+                }
+                Err(status) => {
+                    let attempts = request.attempts.saturating_add(1);
+                    let retry = self
+                        .backoff(attempts)
+                        .min(chrono::Duration::seconds(RESOLVE_RETRY_MAX_SECS));
+                    tracing::warn!(
+                        code = ?status.code(),
+                        error = status.message(),
+                        attempts,
+                        "instruction ListDossierInstructeurs failed; notice retried later"
+                    );
+                    notice_request::Entity::update_many()
+                        .col_expr(notice_request::Column::Attempts, Expr::value(attempts))
+                        .col_expr(
+                            notice_request::Column::LastError,
+                            Expr::value(format!("{:?}: {}", status.code(), status.message())),
+                        )
+                        .col_expr(
+                            notice_request::Column::NextAttemptAt,
+                            Expr::value(Utc::now() + retry),
+                        )
+                        .filter(notice_request::Column::Id.eq(request.id.as_str()))
+                        .exec(self.db())
+                        .await?;
+                    return Ok(false);
+                }
+            };
+            let recipients: Vec<String> = instructeurs
+                .into_iter()
+                .filter(|(_, following)| kind == Kind::NewDossier || *following)
+                .map(|(email, _)| email)
+                .collect();
+            let txn = mst_bus::db::begin_write(self.db()).await?;
+            let taken = notice_request::Entity::delete_by_id(request.id.clone())
+                .exec(&txn)
+                .await?;
+            if taken.rows_affected == 0 {
+                // Another replica resolved it.
+                txn.rollback().await?;
+                return Ok(false);
+            }
+            let about = About {
+                number: request.number,
+                procedure_id: &request.procedure_id,
+                title: &request.procedure_title,
+                source: &request.source_event_id,
+                kind,
+                at: request.occurred_at,
+            };
+            self.deliver_notices(&txn, &recipients, &about).await?;
+            txn.commit().await?;
+            Ok(true)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn drop_request(&self, id: &str) -> Result<(), AppError> {
+        notice_request::Entity::delete_by_id(id.to_owned())
+            .exec(self.db())
+            .await?;
         Ok(())
     }
 

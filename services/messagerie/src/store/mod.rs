@@ -260,6 +260,48 @@ pub mod notice {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// Instructeur notices whose recipients are still to be asked of instruction.
+pub mod notice_request {
+    use sea_orm::entity::prelude::*;
+
+    /// One event concerning the instructeurs of a dossier's groupe.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "notice_requests")]
+    pub struct Model {
+        /// Id (UUID v7: in the order recorded).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// `<kind>:<event id>`, unique.
+        pub dedup_key: String,
+        /// `new_dossier`, `new_message` or `dossier_modified`.
+        pub kind: String,
+        /// Dossier number.
+        pub number: i64,
+        /// Procedure id.
+        pub procedure_id: String,
+        /// Procedure title.
+        pub procedure_title: String,
+        /// Event id.
+        pub source_event_id: String,
+        /// When it happened.
+        pub occurred_at: DateTimeUtc,
+        /// Failed attempts to ask instruction.
+        pub attempts: i32,
+        /// Why the last attempt failed.
+        pub last_error: String,
+        /// Not tried before.
+        pub next_attempt_at: DateTimeUtc,
+        /// W3C trace headers (JSON) of the event's handling.
+        pub trace_context: String,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 /// Instructeurs' notification preferences per procedure.
 pub mod preference {
     use sea_orm::entity::prelude::*;
