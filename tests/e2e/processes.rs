@@ -197,3 +197,94 @@ async fn the_messagerie_goes_on_while_instruction_is_down_and_tells_followers_on
     assert_eq!(received.iter().filter(|m| told(m)).count(), 1, "told once");
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// While PostgreSQL is down, every service answers UNAVAILABLE (nothing changed, retry later),
+/// not INTERNAL; once it is back they serve again with everything acknowledged before.
+#[tokio::test]
+async fn while_postgresql_is_down_the_services_answer_unavailable_then_recover() {
+    use mst_kit::auth::Role;
+    use mst_proto::instruction::instruction_service_client::InstructionServiceClient;
+    use mst_proto::messagerie::messagerie_service_client::MessagerieServiceClient;
+    use mst_proto::oscars::oscars_public_service_client::OscarsPublicServiceClient;
+    use mst_proto::{forms as fpb, instruction as ipb, messagerie as mpb, oscars as opb};
+    use tonic::Code;
+    if mst_testkit::Backend::from_env().unwrap() != mst_testkit::Backend::Postgres {
+        eprintln!("skipped: MST_TEST_DB is not postgres (this test stops its own cluster)");
+        return;
+    }
+    let pg = mst_testkit::Postgres::start().await.unwrap();
+    let mut stack = ProcessStack::start_on(env!("CARGO_BIN_EXE_mst-service"), &[], &pg)
+        .await
+        .unwrap();
+    publish_test_procedure(&stack, "test-pg-down").await;
+    roster_cpam13(&stack).await;
+    let d = create(&stack, OWNER, "test-pg-down").await;
+    let saved = update(&stack, OWNER, d.number, d.version, complete_answers())
+        .await
+        .unwrap();
+    let lazy = |name: &str| {
+        tonic::transport::Endpoint::from_shared(stack.service(name).url())
+            .unwrap()
+            .connect_lazy()
+    };
+    let forms = forms(&stack).await;
+    let mut reader = forms.clone();
+    let mut instruction = InstructionServiceClient::new(lazy("instruction"));
+    let mut messagerie = MessagerieServiceClient::new(lazy("messagerie"));
+    let mut oscars = OscarsPublicServiceClient::new(lazy("oscars"));
+    let number = d.number;
+
+    pg.stop().await.unwrap();
+    let (read, write, dashboard, thread, fiches) = tokio::join!(
+        reader.get_dossier(promoteur(OWNER, fpb::GetDossierRequest { number })),
+        update(
+            &stack,
+            OWNER,
+            number,
+            saved.version,
+            vec![set("nom_projet", text("Perdu ?"))]
+        ),
+        instruction.get_dashboard(as_(
+            INSTRUCTEUR,
+            &[Role::Instructeur],
+            ipb::GetDashboardRequest::default()
+        )),
+        messagerie.list_messages(promoteur(
+            OWNER,
+            mpb::ListMessagesRequest {
+                number,
+                ..Default::default()
+            }
+        )),
+        oscars.list_public_fiches(opb::ListPublicFichesRequest::default()),
+    );
+    let codes = [
+        read.map(|_| ()).map_err(|s| s.code()),
+        write.map(|_| ()).map_err(|s| s.code()),
+        dashboard.map(|_| ()).map_err(|s| s.code()),
+        thread.map(|_| ()).map_err(|s| s.code()),
+        fiches.map(|_| ()).map_err(|s| s.code()),
+    ];
+    assert_eq!(codes, [Err(Code::Unavailable); 5]);
+
+    pg.start_again().await.unwrap();
+    let back = mst_testkit::wait_until(Duration::from_secs(30), || {
+        let mut forms = forms.clone();
+        async move {
+            forms
+                .get_dossier(promoteur(OWNER, fpb::GetDossierRequest { number }))
+                .await
+                .ok()
+        }
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .dossier
+    .unwrap();
+    assert_eq!(
+        back.version, saved.version,
+        "the refused write changed nothing"
+    );
+    stack.stop(Duration::from_secs(10)).await.unwrap();
+}

@@ -122,6 +122,50 @@ impl ApiError {
     }
 }
 
+/// Whether a database error says the database is unreachable, restarting or busy — a retry may
+/// succeed and nothing was changed — rather than a bug: no connection from the pool in time, a
+/// broken connection, PostgreSQL's connection exceptions (SQLSTATE class 08), operator
+/// intervention (57P: shutdown, crash recovery, not yet accepting connections) and too many
+/// connections (53300), SQLite's busy and locked codes.
+pub fn db_unavailable(e: &sea_orm::DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    use sea_orm::{DbErr, RuntimeErr};
+    match e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match e.as_ref() {
+                Sqlx::Io(_)
+                | Sqlx::Tls(_)
+                | Sqlx::PoolTimedOut
+                | Sqlx::PoolClosed
+                | Sqlx::WorkerCrashed
+                | Sqlx::BeginFailed => true,
+                Sqlx::Database(db) => db.code().is_some_and(|code| {
+                    code.starts_with("08")
+                        || code.starts_with("57P")
+                        || code == "53300"
+                        || code
+                            .parse::<u32>()
+                            .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6))
+                }),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    /// UNAVAILABLE when the database is out of reach for now ([`db_unavailable`]), else INTERNAL.
+    fn from(e: sea_orm::DbErr) -> Self {
+        if db_unavailable(&e) {
+            ApiError::Unavailable(format!("database: {e}"))
+        } else {
+            ApiError::Unexpected(e.into())
+        }
+    }
+}
+
 fn info(reason: &str, metadata: HashMap<String, String>) -> ErrorDetails {
     ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata)
 }
@@ -300,6 +344,35 @@ mod tests {
         let status = Status::from(ApiError::Unexpected(anyhow::anyhow!("password=secret")));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("secret"));
+    }
+
+    #[test]
+    fn an_unreachable_database_is_unavailable_and_anything_else_internal() {
+        use sea_orm::sqlx::Error as Sqlx;
+        use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr};
+        use std::sync::Arc;
+        let sqlx = |e: Sqlx| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e)));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        for (e, code) in [
+            (
+                DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+                Code::Unavailable,
+            ),
+            (
+                DbErr::Conn(RuntimeErr::Internal("refused".into())),
+                Code::Unavailable,
+            ),
+            (sqlx(Sqlx::Io(refused)), Code::Unavailable),
+            (sqlx(Sqlx::PoolTimedOut), Code::Unavailable),
+            (sqlx(Sqlx::PoolClosed), Code::Unavailable),
+            (sqlx(Sqlx::RowNotFound), Code::Internal),
+            (sqlx(Sqlx::Protocol("bad".into())), Code::Internal),
+            (DbErr::RecordNotFound("x".into()), Code::Internal),
+            (DbErr::Custom("x".into()), Code::Internal),
+        ] {
+            let what = format!("{e:?}");
+            assert_eq!(Status::from(ApiError::from(e)).code(), code, "{what}");
+        }
     }
 
     #[test]

@@ -96,8 +96,14 @@ impl AppError {
 }
 
 impl From<DbErr> for AppError {
+    /// Unavailable while the database is out of reach (the client may retry; nothing changed),
+    /// else unexpected.
     fn from(e: DbErr) -> Self {
-        AppError::Unexpected(e.into())
+        if mst_kit::error::db_unavailable(&e) {
+            AppError::Unavailable(format!("database: {e}"))
+        } else {
+            AppError::Unexpected(e.into())
+        }
     }
 }
 

@@ -65,6 +65,7 @@ impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
         match e {
             AppError::Api(e) => e,
+            AppError::Db(e) => e.into(),
             other => ApiError::Unexpected(anyhow::anyhow!("{other}")),
         }
     }

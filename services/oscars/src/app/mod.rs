@@ -196,7 +196,8 @@ pub fn decoded(row: &fiche::Model) -> Result<ev::Fiche, ApiError> {
     store::decode(&row.content).map_err(ApiError::Unexpected)
 }
 
-/// A database error as an unexpected API error.
+/// A database error as an API error: UNAVAILABLE while the database is out of reach, else
+/// INTERNAL.
 pub fn db_err(e: sea_orm::DbErr) -> ApiError {
-    ApiError::Unexpected(e.into())
+    e.into()
 }
