@@ -148,6 +148,15 @@ pub async fn sync_dossier<C: ConnectionTrait>(txn: &C, number: i64) -> Result<()
     Ok(store_board::sync_dossier(txn, number).await?)
 }
 
+/// The same for `row` as it now is in `txn`, with its current `followers` (emails) in hand.
+pub async fn sync_row<C: ConnectionTrait>(
+    txn: &C,
+    row: &crate::store::dossier::Model,
+    followers: Vec<String>,
+) -> Result<(), AppError> {
+    Ok(store_board::sync_row(txn, row, followers).await?)
+}
+
 /// The dossiers `email` follows now: collect them before ending his follows in bulk, then
 /// [`sync_dossier`] each after.
 pub async fn followed_numbers<C: ConnectionTrait>(

@@ -295,48 +295,44 @@ fn role_of(actor: &Actor) -> (&'static str, ev::Role) {
 }
 
 impl Instruction {
-    async fn procedure_ref<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        id: &str,
-    ) -> Result<(ev::ProcedureRef, Option<DateTime<Utc>>), AppError> {
-        let p = store::procedure(db, id).await?;
-        Ok(match p {
-            Some(p) => (
-                ev::ProcedureRef {
-                    id: p.id.clone(),
-                    title: p.title.clone(),
-                    kind: if p.kind == "action" {
-                        ev::DossierKind::Action
-                    } else {
-                        ev::DossierKind::Projet
-                    } as i32,
-                },
-                p.closing_at,
-            ),
-            None => (
-                ev::ProcedureRef {
-                    id: id.to_owned(),
-                    ..Default::default()
-                },
-                None,
-            ),
-        })
+    /// The event's reference to procedure `id` (as stored, when known).
+    fn procedure_ref(id: &str, p: Option<&procedure::Model>) -> ev::ProcedureRef {
+        match p {
+            Some(p) => ev::ProcedureRef {
+                id: p.id.clone(),
+                title: p.title.clone(),
+                kind: if p.kind == "action" {
+                    ev::DossierKind::Action
+                } else {
+                    ev::DossierKind::Projet
+                } as i32,
+            },
+            None => ev::ProcedureRef {
+                id: id.to_owned(),
+                ..Default::default()
+            },
+        }
     }
 
-    /// Writes the traitement, the status columns and the event of an accepted command, in `txn`.
-    #[allow(clippy::too_many_arguments)]
+    /// Writes the traitement, the status columns, the event and the dashboard counters of an
+    /// accepted command, in `txn`; returns the dossier as it now is, with what was read on the
+    /// way, so the answer needs no second read.
     async fn commit_transition<C: ConnectionTrait>(
         &self,
         txn: &C,
-        row: &dossier::Model,
-        state: &DossierState,
-        event: &WorkflowEvent,
-        traitement_id: &str,
-        content_version: i64,
-        auto_follow: Option<&str>,
-        groupe_id: Option<String>,
-    ) -> Result<(), AppError> {
+        c: Commit<'_>,
+    ) -> Result<DossierView, AppError> {
+        let Commit {
+            row,
+            procedure,
+            followers,
+            state,
+            event,
+            traitement_id,
+            content_version,
+            auto_follow,
+            groupe_id,
+        } = c;
         let now = event.at;
         let (role_name, role) = role_of(&event.actor);
         let mut active: dossier::ActiveModel = row.clone().into();
@@ -419,8 +415,9 @@ impl Instruction {
         }
         .insert(txn)
         .await?;
+        let mut followers = followers;
         if let Some(email) = auto_follow {
-            follow::ActiveModel {
+            let added = follow::ActiveModel {
                 dossier_number: Set(row.number),
                 email: Set(email.to_owned()),
                 followed_at: Set(now),
@@ -429,8 +426,9 @@ impl Instruction {
             }
             .insert(txn)
             .await?;
+            followers.push(added);
         }
-        let (procedure, _) = self.procedure_ref(txn, &row.procedure_id).await?;
+        let procedure_ref = Self::procedure_ref(&row.procedure_id, procedure);
         let metadata = Some(EventMetadata::new(
             PRODUCER,
             ev::Actor {
@@ -438,17 +436,13 @@ impl Instruction {
                 role: role as i32,
             },
         ));
-        let invitees: Vec<String> = store::invitees(txn, row.number)
-            .await?
-            .into_iter()
-            .map(|i| i.email)
-            .collect();
+        let invitees = store::invitees(txn, row.number).await?;
         match &event.kind {
             EventKind::StatusChanged(change) => {
                 let e = ev::DossierStatusChanged {
                     metadata,
                     number: row.number,
-                    procedure: Some(procedure),
+                    procedure: Some(procedure_ref.clone()),
                     from_status: status_to_pb(change.from) as i32,
                     to_status: status_to_pb(change.to) as i32,
                     transition: transition_to_pb(change.transition) as i32,
@@ -462,7 +456,7 @@ impl Instruction {
                     }),
                     groupe_id: saved.groupe_id.clone().unwrap_or_default(),
                     owner_email: row.owner_email.clone(),
-                    invitee_emails: invitees,
+                    invitee_emails: invitees.iter().map(|i| i.email.clone()).collect(),
                     status_version: state.version(),
                     traitement_id: traitement_id.to_owned(),
                     correction_reason: change
@@ -489,7 +483,7 @@ impl Instruction {
                 let e = ev::DossierCorrectionResolved {
                     metadata,
                     number: row.number,
-                    procedure: Some(procedure),
+                    procedure: Some(procedure_ref.clone()),
                     correction_traitement_id: traitement_id.to_owned(),
                     status_version: state.version(),
                     content_version,
@@ -500,7 +494,7 @@ impl Instruction {
                 let e = ev::DossierArchived {
                     metadata,
                     number: row.number,
-                    procedure: Some(procedure),
+                    procedure: Some(procedure_ref.clone()),
                     status: status_to_pb(*status) as i32,
                     status_version: state.version(),
                 };
@@ -510,15 +504,29 @@ impl Instruction {
                 let e = ev::DossierUnarchived {
                     metadata,
                     number: row.number,
-                    procedure: Some(procedure),
+                    procedure: Some(procedure_ref.clone()),
                     status: status_to_pb(*status) as i32,
                     status_version: state.version(),
                 };
                 mst_bus::enqueue_event(txn, &e).await?;
             }
         }
-        super::board::sync_dossier(txn, row.number).await?;
-        Ok(())
+        super::board::sync_row(
+            txn,
+            &saved,
+            followers.iter().map(|f| f.email.clone()).collect(),
+        )
+        .await?;
+        let groupe_label = self.groupe_of_row(txn, &saved).await?.map(|(_, l)| l);
+        Ok(DossierView {
+            procedure: procedure.cloned(),
+            groupe_label,
+            traitements: store::traitements(txn, row.number).await?,
+            invitees,
+            followed_by_me: auto_follow.is_some(),
+            followers,
+            row: saved,
+        })
     }
 
     /// Records a deposit forms made (brouillon → en_construction, or the resolution of a pending
@@ -565,7 +573,8 @@ impl Instruction {
         }
         let followers = store::followers(&txn, number).await?;
         let state = state_of(&row, &followers)?;
-        let (_, closing_at) = self.procedure_ref(&txn, &row.procedure_id).await?;
+        let procedure = store::procedure(&txn, &row.procedure_id).await?;
+        let closing_at = procedure.as_ref().and_then(|p| p.closing_at);
         let command = state.deposit_command();
         let resolving = matches!(command, Command::ResolveCorrection);
         let t = apply(
@@ -592,23 +601,28 @@ impl Instruction {
         active.cpam = Set(h.cpam.clone());
         let row = active.update(&txn).await?;
         let traitement_id = uuid::Uuid::now_v7().to_string();
-        self.commit_transition(
-            &txn,
-            &row,
-            &t.state,
-            &t.event,
-            &traitement_id,
-            input.content_version,
-            None,
-            groupe.as_ref().map(|(id, _)| id.clone()),
-        )
-        .await?;
+        let committed = self
+            .commit_transition(
+                &txn,
+                Commit {
+                    row: &row,
+                    procedure: procedure.as_ref(),
+                    followers,
+                    state: &t.state,
+                    event: &t.event,
+                    traitement_id: &traitement_id,
+                    content_version: input.content_version,
+                    auto_follow: None,
+                    groupe_id: groupe.as_ref().map(|(id, _)| id.clone()),
+                },
+            )
+            .await?;
         let result = DepositResult {
             correction_resolved: resolving,
             status_version: t.state.version(),
             groupe: match groupe {
                 Some(g) => Some(g),
-                None => self.groupe_of_row(&txn, &row).await?,
+                None => committed.row.groupe_id.clone().zip(committed.groupe_label),
             },
             deposited_at: row.deposited_at.unwrap_or(now),
         };
@@ -710,9 +724,19 @@ impl Instruction {
     /// API: without the instructeur role (or admin, for reads when `admin_reads`, or system), or
     /// an instructeur not declared on the roster. Checking this first keeps the answer the same
     /// whether the dossier exists or not (I4: no existence leak).
-    pub(crate) async fn gate(&self, who: &Principal, admin_reads: bool) -> Result<(), AppError> {
+    /// Returns the caller's [`Groupes`] for [`actor_for`].
+    pub(crate) async fn gate(
+        &self,
+        who: &Principal,
+        admin_reads: bool,
+    ) -> Result<Groupes, AppError> {
+        let groupes = if who.has(Role::Instructeur) {
+            self.groupes_of(&who.email).await?
+        } else {
+            Vec::new()
+        };
         if who.has(Role::System) || (admin_reads && who.has(Role::Admin)) {
-            return Ok(());
+            return Ok(Groupes(groupes));
         }
         if !who.has(Role::Instructeur) {
             return Err(AppError::Forbidden(format!(
@@ -720,49 +744,78 @@ impl Instruction {
                 who.email
             )));
         }
-        if self.groupes_of(&who.email).await?.is_empty() {
+        if groupes.is_empty() {
             return Err(AppError::Forbidden(format!(
                 "{} n'est pas un instructeur déclaré",
                 who.email
             )));
         }
-        Ok(())
+        Ok(Groupes(groupes))
     }
+}
 
-    async fn actor_for(&self, who: &Principal, row: &dossier::Model) -> Result<Actor, AppError> {
-        if who.has(Role::System) {
-            return Ok(Actor::System {
-                service: who.email.clone(),
-            });
-        }
-        if who.has(Role::Instructeur) {
-            let groupes = self.groupes_of(&who.email).await?;
-            return Ok(if groupes.is_empty() {
-                Actor::UndeclaredInstructeur {
-                    email: who.email.clone(),
-                }
-            } else {
-                Actor::Instructeur {
-                    email: who.email.clone(),
-                    of_groupe: row.groupe_id.as_ref().is_some_and(|g| groupes.contains(g)),
-                }
-            });
-        }
-        if who.email == row.owner_email {
-            return Ok(Actor::Owner {
+/// The groupes of a caller who passed [`Instruction::gate`] (empty unless an instructeur).
+#[derive(Debug, Clone)]
+pub(crate) struct Groupes(Vec<String>);
+
+/// The workflow actor of a caller on a dossier, the caller's groupes known.
+fn actor_for(who: &Principal, groupes: &Groupes, row: &dossier::Model) -> Actor {
+    let Groupes(groupes) = groupes;
+    if who.has(Role::System) {
+        return Actor::System {
+            service: who.email.clone(),
+        };
+    }
+    if who.has(Role::Instructeur) {
+        return if groupes.is_empty() {
+            Actor::UndeclaredInstructeur {
                 email: who.email.clone(),
-            });
-        }
-        if who.has(Role::Admin) {
-            return Ok(Actor::Admin {
+            }
+        } else {
+            Actor::Instructeur {
                 email: who.email.clone(),
-            });
-        }
-        Ok(Actor::Other {
+                of_groupe: row.groupe_id.as_ref().is_some_and(|g| groupes.contains(g)),
+            }
+        };
+    }
+    if who.email == row.owner_email {
+        return Actor::Owner {
             email: who.email.clone(),
-        })
+        };
     }
+    if who.has(Role::Admin) {
+        return Actor::Admin {
+            email: who.email.clone(),
+        };
+    }
+    Actor::Other {
+        email: who.email.clone(),
+    }
+}
 
+/// What [`Instruction::commit_transition`] writes.
+struct Commit<'a> {
+    /// The dossier, locked, before the change.
+    row: &'a dossier::Model,
+    /// Its procedure, when known.
+    procedure: Option<&'a procedure::Model>,
+    /// Its followers before the change.
+    followers: Vec<follow::Model>,
+    /// The state after the change.
+    state: &'a DossierState,
+    /// What happened.
+    event: &'a WorkflowEvent,
+    /// Id of the traitement row.
+    traitement_id: &'a str,
+    /// Content version the change saw.
+    content_version: i64,
+    /// Who starts following it (the instructeur passing it en instruction).
+    auto_follow: Option<&'a str>,
+    /// The groupe it is routed to (a deposit).
+    groupe_id: Option<String>,
+}
+
+impl Instruction {
     /// Applies an instructeur's command at `expected_version`. Passing en instruction first has
     /// forms freeze the dossier (I1): a save racing the transition either landed before the
     /// freeze — and is part of what is examined — or is refused; the freeze is released if the
@@ -776,56 +829,63 @@ impl Instruction {
         expected_version: i64,
         command: Command,
     ) -> Result<DossierView, AppError> {
-        self.gate(who, false).await?;
+        let groupes = self.gate(who, false).await?;
         let now = Utc::now();
-        let row = store::dossier(self.db(), number)
-            .await?
-            .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
-        let actor = self.actor_for(who, &row).await?;
-        let followers = store::followers(self.db(), number).await?;
-        let state = state_of(&row, &followers)?;
-        let (_, closing_at) = self.procedure_ref(self.db(), &row.procedure_id).await?;
-        let context = Context { now, closing_at };
-        // Decide first (authorization and state), so that a refused command freezes nothing.
-        let planned = apply(&state, &actor, command.clone(), context)
-            .map_err(|e| AppError::transition(number, e))?;
-        if row.version != expected_version {
-            return Err(AppError::Stale {
-                resource: "dossier",
-                id: number.to_string(),
-                expected: expected_version,
-                current: row.version,
-            });
-        }
         let traitement_id = uuid::Uuid::now_v7().to_string();
-        let freezes = state.status() == Status::EnConstruction
-            && planned.state.status() == Status::EnInstruction;
-        // The lease starts before the freeze is asked for: forms measures it from later.
-        let lease = freezes.then(|| std::time::Instant::now() + self.freeze_lease);
-        let content_version = if freezes {
-            self.forms
-                .freeze(number, &traitement_id, planned.state.version())
+        // Only passing en instruction can freeze (en construction → en instruction): decide it
+        // first outside any transaction (authorization and state), so that a refused command
+        // freezes nothing. Every other command is decided once, in its transaction.
+        let mut planned_freeze = None;
+        if matches!(command, Command::PasserEnInstruction) {
+            let row = store::dossier(self.db(), number)
                 .await?
-        } else {
-            row.content_version
+                .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
+            let actor = actor_for(who, &groupes, &row);
+            let followers = store::followers(self.db(), number).await?;
+            let state = state_of(&row, &followers)?;
+            let closing_at = store::procedure(self.db(), &row.procedure_id)
+                .await?
+                .and_then(|p| p.closing_at);
+            let planned = apply(&state, &actor, command.clone(), Context { now, closing_at })
+                .map_err(|e| AppError::transition(number, e))?;
+            if row.version != expected_version {
+                return Err(AppError::Stale {
+                    resource: "dossier",
+                    id: number.to_string(),
+                    expected: expected_version,
+                    current: row.version,
+                });
+            }
+            if state.status() == Status::EnConstruction
+                && planned.state.status() == Status::EnInstruction
+            {
+                planned_freeze = Some(planned.state.version());
+            }
+        }
+        // The lease starts before the freeze is asked for: forms measures it from later.
+        let lease = planned_freeze.map(|_| std::time::Instant::now() + self.freeze_lease);
+        let frozen_content = match planned_freeze {
+            Some(version) => Some(self.forms.freeze(number, &traitement_id, version).await?),
+            None => None,
         };
         let result = self
             .commit_command(
-                &actor,
+                who,
+                &groupes,
                 number,
                 expected_version,
                 command,
-                context,
+                now,
                 &traitement_id,
-                content_version,
+                frozen_content,
                 lease,
             )
             .await;
         match &result {
-            Err(_) if freezes => self.forms.rollback(number, &traitement_id).await,
-            Ok(view)
+            Err(_) if planned_freeze.is_some() => self.forms.rollback(number, &traitement_id).await,
+            Ok((view, before))
                 if view.row.status == Status::EnConstruction.as_str()
-                    && state.status() != Status::EnConstruction =>
+                    && *before != Status::EnConstruction =>
             {
                 self.forms
                     .returned(number, &traitement_id, view.row.version)
@@ -833,25 +893,40 @@ impl Instruction {
             }
             _ => {}
         }
-        result
+        result.map(|(view, _)| view)
     }
 
+    /// Decides and commits `command` in one transaction on the locked dossier; returns the
+    /// dossier as it now is and the status it had. `frozen_content` is the content version forms
+    /// froze (passing en instruction), else the dossier's own is kept.
     #[allow(clippy::too_many_arguments)]
     async fn commit_command(
         &self,
-        actor: &Actor,
+        who: &Principal,
+        groupes: &Groupes,
         number: i64,
         expected_version: i64,
         command: Command,
-        context: Context,
+        now: DateTime<Utc>,
         traitement_id: &str,
-        content_version: i64,
+        frozen_content: Option<i64>,
         lease: Option<std::time::Instant>,
-    ) -> Result<DossierView, AppError> {
+    ) -> Result<(DossierView, Status), AppError> {
         let txn = mst_kit::db::begin_write(self.db()).await?;
         let row = store::dossier_for_update(&txn, number)
             .await?
             .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
+        let actor = actor_for(who, groupes, &row);
+        let followers = store::followers(&txn, number).await?;
+        let state = state_of(&row, &followers)?;
+        let procedure = store::procedure(&txn, &row.procedure_id).await?;
+        let context = Context {
+            now,
+            closing_at: procedure.as_ref().and_then(|p| p.closing_at),
+        };
+        // Authorization and state first: a caller who may not act learns nothing of versions.
+        let t =
+            apply(&state, &actor, command, context).map_err(|e| AppError::transition(number, e))?;
         if row.version != expected_version {
             return Err(AppError::Stale {
                 resource: "dossier",
@@ -860,21 +935,22 @@ impl Instruction {
                 current: row.version,
             });
         }
-        let followers = store::followers(&txn, number).await?;
-        let state = state_of(&row, &followers)?;
-        let t =
-            apply(&state, actor, command, context).map_err(|e| AppError::transition(number, e))?;
-        self.commit_transition(
-            &txn,
-            &row,
-            &t.state,
-            &t.event,
-            traitement_id,
-            content_version,
-            t.auto_follow.as_deref(),
-            None,
-        )
-        .await?;
+        let view = self
+            .commit_transition(
+                &txn,
+                Commit {
+                    row: &row,
+                    procedure: procedure.as_ref(),
+                    followers,
+                    state: &t.state,
+                    event: &t.event,
+                    traitement_id,
+                    content_version: frozen_content.unwrap_or(row.content_version),
+                    auto_follow: t.auto_follow.as_deref(),
+                    groupe_id: None,
+                },
+            )
+            .await?;
         if lease.is_some_and(|deadline| std::time::Instant::now() >= deadline) {
             // Forms may release the hold once the lease is over: committing now could let a
             // save land after the passage en instruction (I1). Roll back; the caller releases.
@@ -884,15 +960,24 @@ impl Instruction {
         }
         txn.commit().await?;
         self.relay().wake();
-        let who_email = actor.email().to_owned();
-        self.view(number, &who_email).await
+        let me = actor.email();
+        Ok((
+            DossierView {
+                followed_by_me: view.followers.iter().any(|f| f.email == me),
+                ..view
+            },
+            state.status(),
+        ))
     }
 
-    async fn view(&self, number: i64, me: &str) -> Result<DossierView, AppError> {
-        let db = self.db();
-        let row = store::dossier(db, number)
-            .await?
-            .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
+    /// The view of `row` for `me`, read in `db`.
+    async fn view_of<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        row: dossier::Model,
+        me: &str,
+    ) -> Result<DossierView, AppError> {
+        let number = row.number;
         let followers = store::followers(db, number).await?;
         Ok(DossierView {
             procedure: store::procedure(db, &row.procedure_id).await?,
@@ -907,11 +992,11 @@ impl Instruction {
 
     /// A dossier for a declared instructeur of its groupe (never a brouillon) or an admin.
     pub async fn dossier(&self, who: &Principal, number: i64) -> Result<DossierView, AppError> {
-        self.gate(who, true).await?;
+        let groupes = self.gate(who, true).await?;
         let row = store::dossier(self.db(), number)
             .await?
             .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
-        let visible = match self.actor_for(who, &row).await? {
+        let visible = match actor_for(who, &groupes, &row) {
             Actor::Instructeur {
                 of_groupe: true, ..
             }
@@ -921,7 +1006,7 @@ impl Instruction {
         if !visible {
             return Err(AppError::NotFound("dossier", number.to_string()));
         }
-        self.view(number, &who.email).await
+        self.view_of(self.db(), row, &who.email).await
     }
 
     /// Follows (or, with `follow = false`, unfollows) a dossier; idempotent.
@@ -931,15 +1016,12 @@ impl Instruction {
         number: i64,
         follow_it: bool,
     ) -> Result<DossierView, AppError> {
-        self.gate(who, false).await?;
-        let row = store::dossier(self.db(), number)
-            .await?
-            .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
-        let actor = self.actor_for(who, &row).await?;
+        let groupes = self.gate(who, false).await?;
         let txn = mst_kit::db::begin_write(self.db()).await?;
         let row = store::dossier_for_update(&txn, number)
             .await?
             .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
+        let actor = actor_for(who, &groupes, &row);
         let followers = store::followers(&txn, number).await?;
         let state = state_of(&row, &followers)?;
         let outcome = if follow_it {
@@ -965,8 +1047,9 @@ impl Instruction {
             }
             super::board::sync_dossier(&txn, number).await?;
         }
+        let view = self.view_of(&txn, row, &who.email).await?;
         txn.commit().await?;
-        self.view(number, &who.email).await
+        Ok(view)
     }
 
     /// How `email` relates to dossier `number`. Role: system.

@@ -329,10 +329,20 @@ pub async fn sync_dossier<C: ConnectionTrait>(db: &C, number: i64) -> Result<(),
         .into_tuple()
         .all(db)
         .await?;
+    sync_row(db, &row, followers).await
+}
+
+/// [`sync_dossier`] for `row` as it now is in `db`, its current `followers` (emails) in hand.
+pub async fn sync_row<C: ConnectionTrait>(
+    db: &C,
+    row: &dossier::Model,
+    followers: Vec<String>,
+) -> Result<(), DbErr> {
+    let number = row.number;
     let followed = !followers.is_empty();
     // An unknown stored status counts nowhere (the workflow refuses such rows anyway).
     let status = row.status.parse::<Status>().ok();
-    sync_suivis(db, &row, status, followers).await?;
+    sync_suivis(db, row, status, followers).await?;
     let now = status
         .map(|s| Buckets::of(s, row.archived, row.deleted, followed))
         .unwrap_or(Buckets(0));
