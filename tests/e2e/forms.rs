@@ -54,11 +54,24 @@ async fn a_brouillon_autosaves_field_by_field_and_keeps_its_history() {
         OWNER,
         d.number,
         3,
-        vec![set("renouvellement", pb::champ_value::Value::YesNo(true))],
+        vec![
+            set("renouvellement", pb::champ_value::Value::YesNo(true)),
+            set("titre", text("Titre définitif")),
+        ],
     )
     .await
     .unwrap();
     assert!(!d.hidden_field_ids.contains(&"precedent".to_owned()));
+    // The answer to a save is the dossier as a later read finds it, to the microsecond.
+    let read = forms(&stack)
+        .await
+        .get_dossier(promoteur(OWNER, pb::GetDossierRequest { number: d.number }))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
+    assert_eq!(read, d);
 
     let history = forms(&stack)
         .await
@@ -75,12 +88,20 @@ async fn a_brouillon_autosaves_field_by_field_and_keeps_its_history() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(history.entries.len(), 2);
+    assert_eq!(history.entries.len(), 3);
     let latest = &history.entries[0];
     assert_eq!(latest.field_label, "Titre du projet");
     assert_eq!(latest.actor.as_ref().unwrap().email, OWNER);
     let old = latest.old_value.as_ref().and_then(|v| v.value.clone());
-    assert_eq!(old, Some(text("Premier titre")));
+    assert_eq!(old, Some(text("Titre corrigé")));
+    let before = |i: usize| {
+        history.entries[i]
+            .old_value
+            .as_ref()
+            .and_then(|v| v.value.clone())
+    };
+    assert_eq!(before(1), Some(text("Premier titre")));
+    assert_eq!(before(2), None);
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }
 

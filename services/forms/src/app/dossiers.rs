@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use mst_kit::auth::{Principal, Role};
 use mst_proto::events::{
     DossierContentChanged, DossierCreated, DossierDeleted, DossierInvitationRevoked,
@@ -215,17 +215,26 @@ impl Forms {
         let procedure = self.procedure_on(db, &row.procedure_id).await?;
         let form = self.form_of(&row.revision_id).await?;
         let answers = parse_answers(&row)?;
+        let invitees = invitee_emails(db, row.number).await?;
+        self.assemble(row, access, procedure, form, answers, invitees)
+    }
+
+    /// The view of `row` from its parts in hand.
+    fn assemble(
+        &self,
+        row: dossier::Model,
+        access: Access,
+        procedure: ProcedureView,
+        form: std::sync::Arc<FormDefinition>,
+        answers: Answers,
+        invitees: Vec<String>,
+    ) -> Result<DossierView, AppError> {
         let vis = visibility(&form, &answers, self.geo);
         let hidden = form
             .fields()
             .iter()
             .filter(|f| !vis.is_visible(&f.id))
             .map(|f| f.id.clone())
-            .collect();
-        let invitees = store::invitations(db, row.number)
-            .await?
-            .into_iter()
-            .map(|i| i.invitee_email)
             .collect();
         Ok(DossierView {
             status: status_of(&row.status)?,
@@ -448,7 +457,8 @@ impl Forms {
                 ),
             )]));
         }
-        let now = Utc::now();
+        // Microseconds, as stored: the answer built from this equals a later read.
+        let now = Utc::now().trunc_subsecs(6);
         let txn = mst_kit::db::begin_write(&self.db).await?;
         let row = store::dossier_for_update(&txn, number)
             .await?
@@ -472,27 +482,37 @@ impl Forms {
         }
         let version = row.version + 1;
         let headline = Headline::of(&form, &answers);
+        // The row as the update below leaves it.
+        let saved = dossier::Model {
+            answers: serde_json::to_string(&answers)?,
+            version,
+            title: headline.title,
+            structure_name: headline.structure_name,
+            siret: headline.siret,
+            region_code: headline.region_code,
+            departement_code: headline.departement_code,
+            cpam: headline.cpam,
+            updated_at: now,
+            ..row.clone()
+        };
         let updated = dossier::Entity::update_many()
-            .col_expr(
-                dossier::Column::Answers,
-                Expr::value(serde_json::to_string(&answers)?),
-            )
+            .col_expr(dossier::Column::Answers, Expr::value(saved.answers.clone()))
             .col_expr(dossier::Column::Version, Expr::value(version))
-            .col_expr(dossier::Column::Title, Expr::value(headline.title))
+            .col_expr(dossier::Column::Title, Expr::value(saved.title.clone()))
             .col_expr(
                 dossier::Column::StructureName,
-                Expr::value(headline.structure_name),
+                Expr::value(saved.structure_name.clone()),
             )
-            .col_expr(dossier::Column::Siret, Expr::value(headline.siret))
+            .col_expr(dossier::Column::Siret, Expr::value(saved.siret.clone()))
             .col_expr(
                 dossier::Column::RegionCode,
-                Expr::value(headline.region_code),
+                Expr::value(saved.region_code.clone()),
             )
             .col_expr(
                 dossier::Column::DepartementCode,
-                Expr::value(headline.departement_code),
+                Expr::value(saved.departement_code.clone()),
             )
-            .col_expr(dossier::Column::Cpam, Expr::value(headline.cpam))
+            .col_expr(dossier::Column::Cpam, Expr::value(saved.cpam.clone()))
             .col_expr(dossier::Column::UpdatedAt, Expr::value(now))
             .filter(dossier::Column::Number.eq(number))
             .filter(dossier::Column::Version.eq(expected_version))
@@ -504,9 +524,10 @@ impl Forms {
             return Err(stale(number, expected_version, row.version));
         }
         let mut changed_fields = BTreeSet::new();
+        let mut entries = Vec::with_capacity(changes.len());
         for change in &changes {
             changed_fields.insert(change.path.field_id().as_str().to_owned());
-            history::ActiveModel {
+            entries.push(history::ActiveModel {
                 dossier_number: Set(number),
                 version: Set(version),
                 at: Set(now),
@@ -518,10 +539,12 @@ impl Forms {
                 old_value: Set(json(&change.old)?),
                 new_value: Set(json(&change.new)?),
                 ..Default::default()
-            }
-            .insert(&txn)
-            .await?;
+            });
         }
+        // One statement for every changed field.
+        history::Entity::insert_many(entries)
+            .exec_without_returning(&txn)
+            .await?;
         let procedure = self.procedure_on(&txn, &row.procedure_id).await?;
         let event = DossierContentChanged {
             metadata: Some(EventMetadata::new(PRODUCER, actor(who, Role::Promoteur))),
@@ -532,12 +555,10 @@ impl Forms {
             status: crate::grpc::convert::status_to_pb(status_of(&row.status)?) as i32,
         };
         mst_bus::enqueue_event(&txn, &event).await?;
-        let row = store::dossier(&txn, number)
-            .await?
-            .ok_or_else(|| not_found(number))?;
+        let invitees = invitee_emails(&txn, number).await?;
         txn.commit().await?;
         self.relay.wake();
-        self.view(&self.db, row, access).await
+        self.assemble(saved, access, procedure, form, answers, invitees)
     }
 
     async fn apply_patches<C: ConnectionTrait>(
@@ -1174,4 +1195,13 @@ impl Forms {
         }
         Ok(out)
     }
+}
+
+/// The emails of a dossier's current invitees.
+async fn invitee_emails<C: ConnectionTrait>(db: &C, number: i64) -> Result<Vec<String>, AppError> {
+    Ok(store::invitations(db, number)
+        .await?
+        .into_iter()
+        .map(|i| i.invitee_email)
+        .collect())
 }
