@@ -152,57 +152,68 @@ async fn status_events(urls: &Urls) -> anyhow::Result<Vec<ev::DossierStatusChang
     Ok(out)
 }
 
-async fn all_deliveries(clients: &Clients) -> anyhow::Result<Vec<mpb::Delivery>> {
+/// Every item of a paged list: `page(token)` answers one page's items and the next token
+/// (empty after the last page).
+async fn all_pages<T, F, Fut>(mut page: F) -> anyhow::Result<Vec<T>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+{
     let mut out = Vec::new();
     let mut token = String::new();
     loop {
-        let page = clients
-            .messagerie
-            .clone()
-            .list_deliveries(admin(mpb::ListDeliveriesRequest {
-                page_size: 500,
-                page_token: token,
-                ..Default::default()
-            }))
-            .await?
-            .into_inner();
-        out.extend(page.deliveries);
-        if page.next_page_token.is_empty() {
+        let (items, next) = page(token).await?;
+        out.extend(items);
+        if next.is_empty() {
             return Ok(out);
         }
-        token = page.next_page_token;
+        token = next;
     }
 }
 
-async fn all_fiches(clients: &Clients) -> anyhow::Result<Vec<ev::Fiche>> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = clients
-            .oscars
-            .clone()
-            .list_work_queue(admin(opb::ListWorkQueueRequest {
-                filter: Some(opb::WorkQueueFilter {
-                    statuses: vec![
-                        ev::FicheStatus::Importe as i32,
-                        ev::FicheStatus::EnCours as i32,
-                        ev::FicheStatus::Visible as i32,
-                        ev::FicheStatus::Retiree as i32,
-                    ],
-                    region_code: "93".into(),
+async fn all_deliveries(clients: &Clients) -> anyhow::Result<Vec<mpb::Delivery>> {
+    all_pages(|page_token| {
+        let mut c = clients.messagerie.clone();
+        async move {
+            let page = c
+                .list_deliveries(admin(mpb::ListDeliveriesRequest {
+                    page_size: 500,
+                    page_token,
                     ..Default::default()
-                }),
-                page_size: 500,
-                page_token: token,
-            }))
-            .await?
-            .into_inner();
-        out.extend(page.fiches);
-        if page.next_page_token.is_empty() {
-            return Ok(out);
+                }))
+                .await?
+                .into_inner();
+            Ok((page.deliveries, page.next_page_token))
         }
-        token = page.next_page_token;
-    }
+    })
+    .await
+}
+
+async fn all_fiches(clients: &Clients) -> anyhow::Result<Vec<ev::Fiche>> {
+    all_pages(|page_token| {
+        let mut c = clients.oscars.clone();
+        async move {
+            let page = c
+                .list_work_queue(admin(opb::ListWorkQueueRequest {
+                    filter: Some(opb::WorkQueueFilter {
+                        statuses: vec![
+                            ev::FicheStatus::Importe as i32,
+                            ev::FicheStatus::EnCours as i32,
+                            ev::FicheStatus::Visible as i32,
+                            ev::FicheStatus::Retiree as i32,
+                        ],
+                        region_code: "93".into(),
+                        ..Default::default()
+                    }),
+                    page_size: 500,
+                    page_token,
+                }))
+                .await?
+                .into_inner();
+            Ok((page.fiches, page.next_page_token))
+        }
+    })
+    .await
 }
 
 async fn thread(
@@ -210,28 +221,22 @@ async fn thread(
     owner: &str,
     number: i64,
 ) -> anyhow::Result<Vec<mpb::ThreadEntry>> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = clients
-            .messagerie
-            .clone()
-            .list_messages(promoteur(
-                owner,
-                mpb::ListMessagesRequest {
-                    number,
-                    page_size: 100,
-                    page_token: token,
-                },
-            ))
-            .await?
-            .into_inner();
-        out.extend(page.entries);
-        if page.next_page_token.is_empty() {
-            return Ok(out);
+    all_pages(|page_token| {
+        let mut c = clients.messagerie.clone();
+        let request = promoteur(
+            owner,
+            mpb::ListMessagesRequest {
+                number,
+                page_size: 100,
+                page_token,
+            },
+        );
+        async move {
+            let page = c.list_messages(request).await?.into_inner();
+            Ok((page.entries, page.next_page_token))
         }
-        token = page.next_page_token;
-    }
+    })
+    .await
 }
 
 /// What one dossier looks like at the end, read from three services.

@@ -297,6 +297,16 @@ impl Driver<'_> {
         tokio::time::sleep(RETRY_PAUSE).await;
     }
 
+    /// Counts an answer that says nothing of the outcome (or INTERNAL, counted apart) and waits
+    /// before the call is tried again.
+    async fn unknown(&self, s: &Status) {
+        if s.code() == Code::Internal {
+            self.progress.internal.fetch_add(1, Ordering::Relaxed);
+        }
+        self.retried();
+        self.pause().await;
+    }
+
     /// Calls `f` until it gives an answer that is not an unknown outcome (reads, idempotent
     /// calls).
     async fn idempotent<T, F, Fut>(&self, what: &str, mut f: F) -> anyhow::Result<T>
@@ -309,14 +319,10 @@ impl Driver<'_> {
             match f().await {
                 Ok(v) => return Ok(v),
                 Err(s) if unknown_outcome(&s) || s.code() == Code::Internal => {
-                    if s.code() == Code::Internal {
-                        self.progress.internal.fetch_add(1, Ordering::Relaxed);
-                    }
                     if tokio::time::Instant::now() > deadline {
                         anyhow::bail!("{what}: still failing after {OP_DEADLINE:?}: {s:?}");
                     }
-                    self.retried();
-                    self.pause().await;
+                    self.unknown(&s).await;
                 }
                 Err(s) => anyhow::bail!("{what}: {s:?}"),
             }
@@ -472,12 +478,8 @@ impl Driver<'_> {
                     return Ok(());
                 }
                 Err(s) if unknown_outcome(&s) || s.code() == Code::Internal => {
-                    if s.code() == Code::Internal {
-                        self.progress.internal.fetch_add(1, Ordering::Relaxed);
-                    }
                     attempted = true;
-                    self.retried();
-                    self.pause().await;
+                    self.unknown(&s).await;
                 }
                 Err(s) if s.code() == Code::Aborted => attempted = true,
                 // Right after "repasser en construction" forms may not have heard of it yet
@@ -546,19 +548,11 @@ impl Driver<'_> {
                         .fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
-                Err(s)
-                    if unknown_outcome(&s)
-                        || matches!(
-                            s.code(),
-                            Code::Internal | Code::Aborted | Code::FailedPrecondition
-                        ) =>
-                {
-                    if s.code() == Code::Internal {
-                        self.progress.internal.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if unknown_outcome(&s) {
-                        self.retried();
-                    }
+                Err(s) if unknown_outcome(&s) || s.code() == Code::Internal => {
+                    attempted = true;
+                    self.unknown(&s).await;
+                }
+                Err(s) if matches!(s.code(), Code::Aborted | Code::FailedPrecondition) => {
                     attempted = true;
                     self.pause().await;
                 }
@@ -608,12 +602,8 @@ impl Driver<'_> {
                     return Ok(());
                 }
                 Err(s) if unknown_outcome(&s) || s.code() == Code::Internal => {
-                    if s.code() == Code::Internal {
-                        self.progress.internal.fetch_add(1, Ordering::Relaxed);
-                    }
                     attempted = true;
-                    self.retried();
-                    self.pause().await;
+                    self.unknown(&s).await;
                 }
                 Err(s) if s.code() == Code::Aborted => attempted = true,
                 Err(s) if reason(&s) == Some("DOSSIER_FROZEN") => {

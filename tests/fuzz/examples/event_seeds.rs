@@ -32,6 +32,20 @@ fn procedure() -> Option<ev::ProcedureRef> {
     })
 }
 
+/// The seeds written so far, numbered from 1 in the files' names.
+struct Seeds<'a> {
+    dir: &'a std::path::Path,
+    n: u32,
+}
+
+impl Seeds<'_> {
+    /// Writes the next seed: the event `make` builds for its number.
+    fn add<E: Event>(&mut self, make: impl FnOnce(u32) -> E) {
+        self.n += 1;
+        write(self.dir, self.n, &make(self.n));
+    }
+}
+
 fn write<E: Event>(dir: &std::path::Path, n: u32, event: &E) {
     let id = event
         .metadata()
@@ -81,221 +95,122 @@ fn main() {
         financeurs: vec!["Assurance Maladie".to_owned()],
         ..Default::default()
     });
-    let mut n = 0;
-    let mut next = || {
-        n += 1;
-        n
-    };
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::ProcedureChanged {
-            metadata: Some(metadata(
-                i,
-                "forms",
-                "admin@cnamts.example",
-                ev::Role::Admin,
-            )),
-            ..Default::default()
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::DossierCreated {
-            metadata: forms(i),
-            number: 1042,
-            procedure: procedure(),
-            ..Default::default()
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::DossierContentChanged {
-            metadata: forms(i),
-            number: 1042,
-            version: 7,
-            changed_field_ids: vec!["p_siret".to_owned(), "p_depenses".to_owned()],
-            procedure: procedure(),
-            status: ev::DossierStatus::Brouillon as i32,
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::DossierInvited {
-            metadata: forms(i),
-            number: 1042,
-            invitee_email: instructeur.to_owned(),
-            ..Default::default()
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::DossierInvitationRevoked {
-            metadata: forms(i),
-            number: 1042,
-            invitee_email: instructeur.to_owned(),
-            ..Default::default()
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::DossierDeleted {
-            metadata: forms(i),
-            number: 1043,
-            ..Default::default()
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::DossierStatusChanged {
-            metadata: instruction(i),
-            number: 1042,
-            procedure: procedure(),
-            from_status: ev::DossierStatus::EnInstruction as i32,
-            to_status: ev::DossierStatus::Accepte as i32,
-            transition: ev::DossierTransition::Accepter as i32,
-            motivation: "Projet conforme au cahier des charges.".to_owned(),
-            owner_email: owner.to_owned(),
-            invitee_emails: vec!["tresorier@asso-souffle.example".to_owned()],
-            status_version: 4,
-            ..Default::default()
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::DossierCorrectionResolved {
-            metadata: forms(i),
-            number: 1042,
-            procedure: procedure(),
-            ..Default::default()
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::DossierArchived {
-            metadata: instruction(i),
-            number: 1042,
-            procedure: procedure(),
-            status: ev::DossierStatus::Accepte as i32,
-            status_version: 5,
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::DossierUnarchived {
-            metadata: instruction(i),
-            number: 1042,
-            procedure: procedure(),
-            status: ev::DossierStatus::Accepte as i32,
-            status_version: 5,
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::AvisRequested {
-            metadata: instruction(i),
-            number: 1042,
-            ..Default::default()
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::AvisGiven {
-            metadata: instruction(i),
-            number: 1042,
-            ..Default::default()
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::AvisRevoked {
-            metadata: instruction(i),
-            number: 1042,
-            ..Default::default()
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::MessagePosted {
-            metadata: forms(i),
-            number: 1042,
-            ..Default::default()
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::MailSent {
-            metadata: Some(metadata(i, "messagerie", owner, ev::Role::System)),
-            ..Default::default()
-        },
-    );
+    let mut seeds = Seeds { dir: &dir, n: 0 };
+    seeds.add(|i| ev::ProcedureChanged {
+        metadata: Some(metadata(
+            i,
+            "forms",
+            "admin@cnamts.example",
+            ev::Role::Admin,
+        )),
+        ..Default::default()
+    });
+    seeds.add(|i| ev::DossierCreated {
+        metadata: forms(i),
+        number: 1042,
+        procedure: procedure(),
+        ..Default::default()
+    });
+    seeds.add(|i| ev::DossierContentChanged {
+        metadata: forms(i),
+        number: 1042,
+        version: 7,
+        changed_field_ids: vec!["p_siret".to_owned(), "p_depenses".to_owned()],
+        procedure: procedure(),
+        status: ev::DossierStatus::Brouillon as i32,
+    });
+    seeds.add(|i| ev::DossierInvited {
+        metadata: forms(i),
+        number: 1042,
+        invitee_email: instructeur.to_owned(),
+        ..Default::default()
+    });
+    seeds.add(|i| ev::DossierInvitationRevoked {
+        metadata: forms(i),
+        number: 1042,
+        invitee_email: instructeur.to_owned(),
+        ..Default::default()
+    });
+    seeds.add(|i| ev::DossierDeleted {
+        metadata: forms(i),
+        number: 1043,
+        ..Default::default()
+    });
+    seeds.add(|i| ev::DossierStatusChanged {
+        metadata: instruction(i),
+        number: 1042,
+        procedure: procedure(),
+        from_status: ev::DossierStatus::EnInstruction as i32,
+        to_status: ev::DossierStatus::Accepte as i32,
+        transition: ev::DossierTransition::Accepter as i32,
+        motivation: "Projet conforme au cahier des charges.".to_owned(),
+        owner_email: owner.to_owned(),
+        invitee_emails: vec!["tresorier@asso-souffle.example".to_owned()],
+        status_version: 4,
+        ..Default::default()
+    });
+    seeds.add(|i| ev::DossierCorrectionResolved {
+        metadata: forms(i),
+        number: 1042,
+        procedure: procedure(),
+        ..Default::default()
+    });
+    seeds.add(|i| ev::DossierArchived {
+        metadata: instruction(i),
+        number: 1042,
+        procedure: procedure(),
+        status: ev::DossierStatus::Accepte as i32,
+        status_version: 5,
+    });
+    seeds.add(|i| ev::DossierUnarchived {
+        metadata: instruction(i),
+        number: 1042,
+        procedure: procedure(),
+        status: ev::DossierStatus::Accepte as i32,
+        status_version: 5,
+    });
+    seeds.add(|i| ev::AvisRequested {
+        metadata: instruction(i),
+        number: 1042,
+        ..Default::default()
+    });
+    seeds.add(|i| ev::AvisGiven {
+        metadata: instruction(i),
+        number: 1042,
+        ..Default::default()
+    });
+    seeds.add(|i| ev::AvisRevoked {
+        metadata: instruction(i),
+        number: 1042,
+        ..Default::default()
+    });
+    seeds.add(|i| ev::MessagePosted {
+        metadata: forms(i),
+        number: 1042,
+        ..Default::default()
+    });
+    seeds.add(|i| ev::MailSent {
+        metadata: Some(metadata(i, "messagerie", owner, ev::Role::System)),
+        ..Default::default()
+    });
     let oscars = |i| Some(metadata(i, "oscars", "oscars", ev::Role::System));
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::OscarsFicheImported {
-            metadata: oscars(i),
-            fiche: fiche.clone(),
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::OscarsFichePublished {
-            metadata: oscars(i),
-            fiche: fiche.clone(),
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::OscarsFicheUpdated {
-            metadata: oscars(i),
-            fiche: fiche.clone(),
-            ..Default::default()
-        },
-    );
-    let i = next();
-    write(
-        &dir,
-        i,
-        &ev::OscarsFicheWithdrawn {
-            metadata: oscars(i),
-            fiche,
-            ..Default::default()
-        },
-    );
-    println!("{n} seeds in {}", dir.display());
+    seeds.add(|i| ev::OscarsFicheImported {
+        metadata: oscars(i),
+        fiche: fiche.clone(),
+    });
+    seeds.add(|i| ev::OscarsFichePublished {
+        metadata: oscars(i),
+        fiche: fiche.clone(),
+    });
+    seeds.add(|i| ev::OscarsFicheUpdated {
+        metadata: oscars(i),
+        fiche: fiche.clone(),
+        ..Default::default()
+    });
+    seeds.add(|i| ev::OscarsFicheWithdrawn {
+        metadata: oscars(i),
+        fiche,
+        ..Default::default()
+    });
+    println!("{} seeds in {}", seeds.n, dir.display());
 }
