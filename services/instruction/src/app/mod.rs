@@ -18,7 +18,7 @@ use crate::domain::{ErrorCategory, TransitionError};
 
 pub use workflow::{
     AccessAnswer, DepositInput, DepositResult, DossierView, FormsFreeze, Headline, Relation,
-    Transition, status_to_pb, transition_to_pb,
+    Transition, procedure_ref, status_to_pb, transition_to_pb,
 };
 
 /// Producer name in event metadata.

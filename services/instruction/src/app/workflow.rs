@@ -295,25 +295,6 @@ fn role_of(actor: &Actor) -> (&'static str, ev::Role) {
 }
 
 impl Instruction {
-    /// The event's reference to procedure `id` (as stored, when known).
-    fn procedure_ref(id: &str, p: Option<&procedure::Model>) -> ev::ProcedureRef {
-        match p {
-            Some(p) => ev::ProcedureRef {
-                id: p.id.clone(),
-                title: p.title.clone(),
-                kind: if p.kind == "action" {
-                    ev::DossierKind::Action
-                } else {
-                    ev::DossierKind::Projet
-                } as i32,
-            },
-            None => ev::ProcedureRef {
-                id: id.to_owned(),
-                ..Default::default()
-            },
-        }
-    }
-
     /// Writes the traitement, the status columns, the event and the dashboard counters of an
     /// accepted command, in `txn`; returns the dossier as it now is, with what was read on the
     /// way, so the answer needs no second read.
@@ -428,7 +409,13 @@ impl Instruction {
             .await?;
             followers.push(added);
         }
-        let procedure_ref = Self::procedure_ref(&row.procedure_id, procedure);
+        let procedure_ref = procedure.map_or_else(
+            || ev::ProcedureRef {
+                id: row.procedure_id.clone(),
+                ..Default::default()
+            },
+            procedure_ref,
+        );
         let metadata = Some(EventMetadata::new(
             PRODUCER,
             ev::Actor {
@@ -790,6 +777,19 @@ fn actor_for(who: &Principal, groupes: &Groupes, row: &dossier::Model) -> Actor 
     }
     Actor::Other {
         email: who.email.clone(),
+    }
+}
+
+/// The events' reference to a stored procedure.
+pub fn procedure_ref(p: &procedure::Model) -> ev::ProcedureRef {
+    ev::ProcedureRef {
+        id: p.id.clone(),
+        title: p.title.clone(),
+        kind: if p.kind == "action" {
+            ev::DossierKind::Action
+        } else {
+            ev::DossierKind::Projet
+        } as i32,
     }
 }
 

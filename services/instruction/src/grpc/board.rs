@@ -9,24 +9,11 @@ use tonic::{Request, Response, Status};
 
 use super::datetime;
 use crate::app::board::{ListRequest, SortKey, Tab};
-use crate::app::{AppError, Instruction, status_to_pb};
+use crate::app::{AppError, Instruction, procedure_ref, status_to_pb};
 use crate::domain::Status as DossierStatus;
-use crate::store::procedure;
 
 fn bad(field: &str, message: impl Into<String>) -> Status {
     AppError::BadRequest(vec![(field.to_owned(), message.into())]).into()
-}
-
-fn procedure_ref(p: &procedure::Model) -> ev::ProcedureRef {
-    ev::ProcedureRef {
-        id: p.id.clone(),
-        title: p.title.clone(),
-        kind: if p.kind == "action" {
-            ev::DossierKind::Action
-        } else {
-            ev::DossierKind::Projet
-        } as i32,
-    }
 }
 
 fn status_of(i: usize, raw: i32) -> Result<DossierStatus, Status> {
