@@ -2302,3 +2302,95 @@ async fn the_public_api_limits_each_client_address_to_its_budget() {
     extra.stop().await;
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// An acceptance can reach oscars before forms has mirrored its dossier's deposit (forms killed
+/// after instruction committed the deposit but before its own commit: forms then learns the
+/// statuses from the events). Forms does not list the dossier yet; oscars retries the event
+/// instead of dead-lettering it — dead-lettered, that acceptance never became a fiche (found by
+/// the chaos suite's 10,000-dossier run). Here forms keeps the dossier as a brouillon (the event
+/// carries the brouillon's own status version, which forms' mirror ignores): the event waits
+/// for a retry, nothing is dead-lettered, and once forms has moved past it, it is dropped as
+/// stale.
+#[tokio::test]
+async fn an_acceptance_forms_does_not_list_yet_is_retried_not_dead_lettered() {
+    let stack = Stack::start().await.unwrap();
+    open_procedures(&stack).await;
+    let cpam = cpam_of("13");
+    roster_groupe(&stack, &cpam, "13").await;
+    let d = try_create(&stack, PROMOTEUR, PROJET).await.unwrap();
+    publish(
+        &stack,
+        &ev::DossierStatusChanged {
+            metadata: Some(ev::EventMetadata::new(
+                "instruction",
+                ev::Actor {
+                    email: INSTRUCTEUR.into(),
+                    role: ev::Role::Instructeur as i32,
+                },
+            )),
+            number: d.number,
+            procedure: Some(ev::ProcedureRef {
+                id: PROJET.into(),
+                title: PROJET_TITLE.into(),
+                kind: ev::DossierKind::Projet as i32,
+            }),
+            from_status: ev::DossierStatus::EnInstruction as i32,
+            to_status: ev::DossierStatus::Accepte as i32,
+            transition: ev::DossierTransition::Accepter as i32,
+            owner_email: PROMOTEUR.into(),
+            status_version: 0,
+            ..Default::default()
+        },
+        "acceptance-before-forms-knows",
+    )
+    .await;
+    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    let stream = js.get_stream(stack.prefix.to_uppercase()).await.unwrap();
+    let dead_letters = || async {
+        js.get_stream(format!("{}_DEADLETTER", stack.prefix.to_uppercase()))
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages
+    };
+    // Tried at once, then after the consumer's first backoff (1 s): still waiting, not dead.
+    eventually("oscars has tried the acceptance twice", || {
+        let stream = stream.clone();
+        async move {
+            let info = stream.consumer_info("oscars").await.ok()?;
+            (info.num_redelivered >= 1 && info.num_ack_pending == 1).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(dead_letters().await, 0, "nothing dead-lettered");
+
+    // Forms moves past it (the real deposit): the old acceptance is then stale and acked.
+    let version = fill_projet(
+        &stack,
+        &d,
+        2024,
+        &siret("78452316", "0001"),
+        &cpam,
+        PROJET_TITLE,
+    )
+    .await;
+    deposit(&stack, PROMOTEUR, d.number, version).await.unwrap();
+    eventually("the acceptance dropped as stale", || {
+        let stream = stream.clone();
+        async move {
+            let info = stream.consumer_info("oscars").await.ok()?;
+            (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(dead_letters().await, 0, "nothing dead-lettered");
+    let mut c = oscars(&stack).await;
+    assert!(
+        !all_fiches(&mut c).await.contains_key(&d.number),
+        "no fiche"
+    );
+    stack.stop(Duration::from_secs(10)).await.unwrap();
+}

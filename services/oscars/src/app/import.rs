@@ -146,7 +146,8 @@ impl Oscars {
     }
 
     /// Reads dossier `number` of `procedure_id` with its answers, through
-    /// `FormsInternalService/StreamDossiers` (the service-to-service read).
+    /// `FormsInternalService/StreamDossiers` (the service-to-service read). Every failure is
+    /// transient.
     async fn read_dossier(
         &self,
         procedure_id: &str,
@@ -169,8 +170,13 @@ impl Oscars {
                 return Ok(d);
             }
         }
-        Err(HandlerError::Permanent(anyhow::anyhow!(
-            "dossier {number} not found in forms"
+        // Forms lists deposited dossiers only, from its own mirror of the status events. An
+        // acceptance can arrive before that mirror has caught up — forms killed after instruction
+        // committed the deposit but before its own commit, then replaying the events — so this
+        // is retried (with the consumer's backoff), not dead-lettered: a dead-lettered
+        // acceptance never became a fiche (found by the chaos suite).
+        Err(transient(format!(
+            "dossier {number} not (yet) deposited in forms: its status mirror lags behind"
         )))
     }
 
