@@ -163,4 +163,11 @@ async fn the_whole_path_survives_kills_and_restarts_of_every_part_with_nothing_l
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // Everything out of reach for a moment (a database, a service) answers UNAVAILABLE, which
+    // tells a client to retry; INTERNAL would be a bug.
+    let internal = progress.internal.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        internal, 0,
+        "{internal} RPC(s) answered INTERNAL during the faults"
+    );
 }
