@@ -116,38 +116,39 @@ async fn spawn_app() -> TestApp {
     }
 }
 
-async fn deposit(app: &TestApp, number: i64, title: &str, structure: &str, in_13: bool) {
+fn deposit_input(number: i64, title: &str, structure: &str, in_13: bool) -> DepositInput {
     let (cpam, dep) = if in_13 {
         (G13_CPAM, "13")
     } else {
         (G59_CPAM, "59")
     };
+    DepositInput {
+        number,
+        deposit_id: format!("dep-{number}"),
+        procedure: ev::ProcedureRef {
+            id: PROCEDURE.into(),
+            title: "Mon soutien territorial".into(),
+            kind: ev::DossierKind::Projet as i32,
+        },
+        revision_id: "rev-1".into(),
+        owner_email: format!("porteur{number}@example.org"),
+        invitee_emails: vec![],
+        content_version: 1,
+        headline: Headline {
+            title: title.into(),
+            structure_name: structure.into(),
+            siret: "12345678901234".into(),
+            region_code: "93".into(),
+            departement_code: dep.into(),
+            cpam: cpam.into(),
+        },
+        created_at: Utc::now(),
+    }
+}
+
+async fn deposit(app: &TestApp, number: i64, title: &str, structure: &str, in_13: bool) {
     app.instruction
-        .record_deposit(
-            &system(),
-            DepositInput {
-                number,
-                deposit_id: format!("dep-{number}"),
-                procedure: ev::ProcedureRef {
-                    id: PROCEDURE.into(),
-                    title: "Mon soutien territorial".into(),
-                    kind: ev::DossierKind::Projet as i32,
-                },
-                revision_id: "rev-1".into(),
-                owner_email: format!("porteur{number}@example.org"),
-                invitee_emails: vec![],
-                content_version: 1,
-                headline: Headline {
-                    title: title.into(),
-                    structure_name: structure.into(),
-                    siret: "12345678901234".into(),
-                    region_code: "93".into(),
-                    departement_code: dep.into(),
-                    cpam: cpam.into(),
-                },
-                created_at: Utc::now(),
-            },
-        )
+        .record_deposit(&system(), deposit_input(number, title, structure, in_13))
         .await
         .expect("deposit");
     app.sync(number).await;
@@ -559,4 +560,35 @@ async fn the_suivis_counters_are_rebuilt_from_the_follows_when_the_migration_run
     ];
     assert_eq!(after, before);
     assert_eq!(after[0], recount(app.db(), &app.g13, ALICE).await);
+}
+
+/// The deposit's status event names the invitees forms sent with the deposit, even one whose
+/// invitation has not reached instruction yet (invited just before depositing): messagerie emails
+/// the deposit to them and keeps them in its projection for the later emails.
+#[tokio::test]
+async fn a_deposit_event_names_the_invitees_forms_sent_with_it() {
+    use mst_bus::outbox::entity as outbox;
+    use mst_proto::Event as _;
+    use prost::Message as _;
+    use sea_orm::EntityTrait as _;
+    let app = spawn_app().await;
+    let mut input = deposit_input(77, "Souffle", "Asso", true);
+    input.invitee_emails = vec!["lucie.bernard@asso-souffle.example".into()];
+    app.instruction
+        .record_deposit(&system(), input)
+        .await
+        .expect("deposit");
+    let deposit = outbox::Entity::find()
+        .all(app.db())
+        .await
+        .expect("outbox")
+        .into_iter()
+        .filter(|r| r.subject == ev::DossierStatusChanged::SUBJECT)
+        .map(|r| ev::DossierStatusChanged::decode(r.payload.as_slice()).expect("payload"))
+        .find(|e| e.number == 77)
+        .expect("the deposit's status event");
+    assert_eq!(
+        deposit.invitee_emails,
+        vec!["lucie.bernard@asso-souffle.example".to_owned()]
+    );
 }

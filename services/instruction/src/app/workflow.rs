@@ -313,6 +313,7 @@ impl Instruction {
             content_version,
             auto_follow,
             groupe_id,
+            invitee_emails,
         } = c;
         let now = event.at;
         let (role_name, role) = role_of(&event.actor);
@@ -443,7 +444,9 @@ impl Instruction {
                     }),
                     groupe_id: saved.groupe_id.clone().unwrap_or_default(),
                     owner_email: row.owner_email.clone(),
-                    invitee_emails: invitees.iter().map(|i| i.email.clone()).collect(),
+                    invitee_emails: invitee_emails
+                        .clone()
+                        .unwrap_or_else(|| invitees.iter().map(|i| i.email.clone()).collect()),
                     status_version: state.version(),
                     traitement_id: traitement_id.to_owned(),
                     correction_reason: change
@@ -601,6 +604,7 @@ impl Instruction {
                     content_version: input.content_version,
                     auto_follow: None,
                     groupe_id: groupe.as_ref().map(|(id, _)| id.clone()),
+                    invitee_emails: Some(input.invitee_emails.clone()),
                 },
             )
             .await?;
@@ -813,6 +817,10 @@ struct Commit<'a> {
     auto_follow: Option<&'a str>,
     /// The groupe it is routed to (a deposit).
     groupe_id: Option<String>,
+    /// The invitees the status event names, when the caller knows them better than this
+    /// service's projection (forms, at a deposit: an invitation made just before may not have
+    /// reached instruction yet); else the projection's.
+    invitee_emails: Option<Vec<String>>,
 }
 
 impl Instruction {
@@ -948,6 +956,7 @@ impl Instruction {
                     content_version: frozen_content.unwrap_or(row.content_version),
                     auto_follow: t.auto_follow.as_deref(),
                     groupe_id: None,
+                    invitee_emails: None,
                 },
             )
             .await?;
