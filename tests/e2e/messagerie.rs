@@ -572,26 +572,8 @@ fn status_event(
     motivation: &str,
 ) -> ev::DossierStatusChanged {
     ev::DossierStatusChanged {
-        metadata: Some(ev::EventMetadata::new(
-            "instruction",
-            ev::Actor {
-                email: INSTRUCTEUR.into(),
-                role: ev::Role::Instructeur as i32,
-            },
-        )),
-        number,
-        procedure: Some(ev::ProcedureRef {
-            id: PROCEDURE.into(),
-            title: title.into(),
-            kind: ev::DossierKind::Projet as i32,
-        }),
-        from_status: ev::DossierStatus::EnInstruction as i32,
-        to_status: ev::DossierStatus::Accepte as i32,
-        transition: ev::DossierTransition::Accepter as i32,
         motivation: motivation.into(),
-        owner_email: owner.into(),
-        status_version: 5,
-        ..Default::default()
+        ..acceptance_event(number, (PROCEDURE, title), owner, 5)
     }
 }
 

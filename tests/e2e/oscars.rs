@@ -2320,27 +2320,7 @@ async fn an_acceptance_forms_does_not_list_yet_is_retried_not_dead_lettered() {
     let d = try_create(&stack, PROMOTEUR, PROJET).await.unwrap();
     publish(
         &stack,
-        &ev::DossierStatusChanged {
-            metadata: Some(ev::EventMetadata::new(
-                "instruction",
-                ev::Actor {
-                    email: INSTRUCTEUR.into(),
-                    role: ev::Role::Instructeur as i32,
-                },
-            )),
-            number: d.number,
-            procedure: Some(ev::ProcedureRef {
-                id: PROJET.into(),
-                title: PROJET_TITLE.into(),
-                kind: ev::DossierKind::Projet as i32,
-            }),
-            from_status: ev::DossierStatus::EnInstruction as i32,
-            to_status: ev::DossierStatus::Accepte as i32,
-            transition: ev::DossierTransition::Accepter as i32,
-            owner_email: PROMOTEUR.into(),
-            status_version: 0,
-            ..Default::default()
-        },
+        &acceptance_event(d.number, (PROJET, PROJET_TITLE), PROMOTEUR, 0),
         "acceptance-before-forms-knows",
     )
     .await;

@@ -274,6 +274,38 @@ pub async fn publish<E: mst_proto::Event>(stack: &impl Services, event: &E, msg_
     .unwrap();
 }
 
+/// An instructeur's acceptance of dossier `number` of `procedure` (id, title) owned by `owner`,
+/// at `status_version`, as instruction would publish it.
+pub fn acceptance_event(
+    number: i64,
+    procedure: (&str, &str),
+    owner: &str,
+    status_version: i64,
+) -> mst_proto::events::DossierStatusChanged {
+    use mst_proto::events as ev;
+    ev::DossierStatusChanged {
+        metadata: Some(ev::EventMetadata::new(
+            "instruction",
+            ev::Actor {
+                email: INSTRUCTEUR.into(),
+                role: ev::Role::Instructeur as i32,
+            },
+        )),
+        number,
+        procedure: Some(ev::ProcedureRef {
+            id: procedure.0.into(),
+            title: procedure.1.into(),
+            kind: ev::DossierKind::Projet as i32,
+        }),
+        from_status: ev::DossierStatus::EnInstruction as i32,
+        to_status: ev::DossierStatus::Accepte as i32,
+        transition: ev::DossierTransition::Accepter as i32,
+        owner_email: owner.into(),
+        status_version,
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The fuzz targets of `tests/fuzz` read the test procedure's form in the domain's serde
