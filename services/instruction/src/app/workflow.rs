@@ -306,7 +306,7 @@ impl Instruction {
         let Commit {
             row,
             procedure,
-            followers,
+            mut followers,
             state,
             event,
             traitement_id,
@@ -397,7 +397,6 @@ impl Instruction {
         }
         .insert(txn)
         .await?;
-        let mut followers = followers;
         if let Some(email) = auto_follow {
             let added = follow::ActiveModel {
                 dossier_number: Set(row.number),
@@ -513,7 +512,7 @@ impl Instruction {
             groupe_label,
             traitements: store::traitements(txn, row.number).await?,
             invitees,
-            followed_by_me: auto_follow.is_some(),
+            followed_by_me: followers.iter().any(|f| f.email == event.actor.email()),
             followers,
             row: saved,
         })
@@ -797,6 +796,52 @@ pub fn procedure_ref(p: &procedure::Model) -> ev::ProcedureRef {
     }
 }
 
+/// What deciding a command read, and the transition it plans.
+struct Decided {
+    followers: Vec<follow::Model>,
+    state: DossierState,
+    procedure: Option<procedure::Model>,
+    planned: crate::domain::Transition,
+}
+
+/// Decides `command` on `row` as read in `db` (with its followers and procedure): authorization
+/// and state first, so a caller who may not act learns nothing of versions, then the version.
+async fn decide<C: ConnectionTrait>(
+    db: &C,
+    who: &Principal,
+    groupes: &Groupes,
+    row: &dossier::Model,
+    expected_version: i64,
+    command: Command,
+    now: DateTime<Utc>,
+) -> Result<Decided, AppError> {
+    let number = row.number;
+    let actor = actor_for(who, groupes, row);
+    let followers = store::followers(db, number).await?;
+    let state = state_of(row, &followers)?;
+    let procedure = store::procedure(db, &row.procedure_id).await?;
+    let context = Context {
+        now,
+        closing_at: procedure.as_ref().and_then(|p| p.closing_at),
+    };
+    let planned =
+        apply(&state, &actor, command, context).map_err(|e| AppError::transition(number, e))?;
+    if row.version != expected_version {
+        return Err(AppError::Stale {
+            resource: "dossier",
+            id: number.to_string(),
+            expected: expected_version,
+            current: row.version,
+        });
+    }
+    Ok(Decided {
+        followers,
+        state,
+        procedure,
+        planned,
+    })
+}
+
 /// What [`Instruction::commit_transition`] writes.
 struct Commit<'a> {
     /// The dossier, locked, before the change.
@@ -848,26 +893,20 @@ impl Instruction {
             let row = store::dossier(self.db(), number)
                 .await?
                 .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
-            let actor = actor_for(who, &groupes, &row);
-            let followers = store::followers(self.db(), number).await?;
-            let state = state_of(&row, &followers)?;
-            let closing_at = store::procedure(self.db(), &row.procedure_id)
-                .await?
-                .and_then(|p| p.closing_at);
-            let planned = apply(&state, &actor, command.clone(), Context { now, closing_at })
-                .map_err(|e| AppError::transition(number, e))?;
-            if row.version != expected_version {
-                return Err(AppError::Stale {
-                    resource: "dossier",
-                    id: number.to_string(),
-                    expected: expected_version,
-                    current: row.version,
-                });
-            }
-            if state.status() == Status::EnConstruction
-                && planned.state.status() == Status::EnInstruction
+            let d = decide(
+                self.db(),
+                who,
+                &groupes,
+                &row,
+                expected_version,
+                command.clone(),
+                now,
+            )
+            .await?;
+            if d.state.status() == Status::EnConstruction
+                && d.planned.state.status() == Status::EnInstruction
             {
-                planned_freeze = Some(planned.state.version());
+                planned_freeze = Some(d.planned.state.version());
             }
         }
         // The lease starts before the freeze is asked for: forms measures it from later.
@@ -924,25 +963,12 @@ impl Instruction {
         let row = store::dossier_for_update(&txn, number)
             .await?
             .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;
-        let actor = actor_for(who, groupes, &row);
-        let followers = store::followers(&txn, number).await?;
-        let state = state_of(&row, &followers)?;
-        let procedure = store::procedure(&txn, &row.procedure_id).await?;
-        let context = Context {
-            now,
-            closing_at: procedure.as_ref().and_then(|p| p.closing_at),
-        };
-        // Authorization and state first: a caller who may not act learns nothing of versions.
-        let t =
-            apply(&state, &actor, command, context).map_err(|e| AppError::transition(number, e))?;
-        if row.version != expected_version {
-            return Err(AppError::Stale {
-                resource: "dossier",
-                id: number.to_string(),
-                expected: expected_version,
-                current: row.version,
-            });
-        }
+        let Decided {
+            followers,
+            state,
+            procedure,
+            planned: t,
+        } = decide(&txn, who, groupes, &row, expected_version, command, now).await?;
         let view = self
             .commit_transition(
                 &txn,
@@ -969,14 +995,7 @@ impl Instruction {
         }
         txn.commit().await?;
         self.relay().wake();
-        let me = actor.email();
-        Ok((
-            DossierView {
-                followed_by_me: view.followers.iter().any(|f| f.email == me),
-                ..view
-            },
-            state.status(),
-        ))
+        Ok((view, state.status()))
     }
 
     /// The view of `row` for `me`, read in `db`.
