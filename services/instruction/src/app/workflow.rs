@@ -885,11 +885,12 @@ impl Instruction {
         let groupes = self.gate(who, false).await?;
         let now = Utc::now();
         let traitement_id = uuid::Uuid::now_v7().to_string();
-        // Only passing en instruction can freeze (en construction → en instruction): decide it
-        // first outside any transaction (authorization and state), so that a refused command
-        // freezes nothing. Every other command is decided once, in its transaction.
+        // Only passing en instruction, by an instructeur or at the closing date, can freeze (en
+        // construction → en instruction): decide it first outside any transaction (authorization
+        // and state), so that a refused command freezes nothing. Every other command is decided
+        // once, in its transaction.
         let mut planned_freeze = None;
-        if matches!(command, Command::PasserEnInstruction) {
+        if command.kind().freezes_forms() {
             let row = store::dossier(self.db(), number)
                 .await?
                 .ok_or_else(|| AppError::NotFound("dossier", number.to_string()))?;

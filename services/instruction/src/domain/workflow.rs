@@ -565,6 +565,16 @@ impl CommandKind {
         }
     }
 
+    /// Whether an accepted command may take a dossier from en construction to en instruction,
+    /// which ends the promoteur's editing: forms must freeze the dossier before such a command
+    /// commits (I1), whether an instructeur or the closing date runs it.
+    pub const fn freezes_forms(self) -> bool {
+        matches!(
+            self,
+            CommandKind::PasserEnInstruction | CommandKind::PasserEnInstructionAuto
+        )
+    }
+
     /// French infinitive completing « il ne peut pas … » (« être déposé », « passer en
     /// instruction »).
     pub const fn infinitive_fr(self) -> &'static str {

@@ -371,6 +371,27 @@ fn every_accepted_row_yields_exactly_the_specified_event() {
 }
 
 #[test]
+fn exactly_the_commands_that_end_the_promoteurs_editing_have_forms_freeze_first() {
+    let ending: BTreeSet<_> = transition_table(now())
+        .filter(|row| {
+            row.outcome
+                .as_ref()
+                .is_ok_and(|t| !row.key.status.is_frozen() && t.state.status().is_frozen())
+        })
+        .map(|row| row.command)
+        .collect();
+    let freezing: BTreeSet<_> = CommandKind::ALL
+        .into_iter()
+        .filter(|c| c.freezes_forms())
+        .collect();
+    assert_eq!(
+        ending,
+        BTreeSet::from([C::PasserEnInstruction, C::PasserEnInstructionAuto])
+    );
+    assert_eq!(freezing, ending);
+}
+
+#[test]
 fn every_refused_row_leaves_the_dossier_as_it_was() {
     for row in transition_table(now()) {
         if row.outcome.is_err() {
