@@ -143,7 +143,9 @@ impl Stack {
                 ("MST_NATS_URL", nats.url()),
                 ("MST_NATS_STREAM", prefix.to_uppercase()),
                 ("MST_NATS_SUBJECT_PREFIX", prefix.clone()),
-                ("MST_SHUTDOWN_GRACE_SECS", "5".to_owned()),
+                // A service stops within twice this (calls in flight, then its tasks): well
+                // inside the 10 s the tests give `stop`.
+                ("MST_SHUTDOWN_GRACE_SECS", "3".to_owned()),
                 ("MST_FORMS_URL", forms_url.clone()),
                 ("MST_INSTRUCTION_URL", instruction_url.clone()),
                 (

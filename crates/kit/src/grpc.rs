@@ -3,6 +3,7 @@
 //! graceful shutdown (health turns NOT_SERVING, new connections stop, in-flight calls drain).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use opentelemetry::propagation::Extractor;
 use tokio::net::TcpListener;
@@ -181,8 +182,15 @@ impl GrpcServer {
         self
     }
 
-    /// Serves on `listener` until `shutdown` triggers, then drains in-flight calls.
-    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    /// Serves on `listener` until `shutdown` triggers, then drains in-flight calls for at most
+    /// `grace`: a call still running after it (a client that never ends a stream, a peer that
+    /// stopped reading) has its connection closed, so that a stopping service never hangs.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: Shutdown,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(self.descriptors)
@@ -223,18 +231,45 @@ impl GrpcServer {
                 tracing::info!(%addr, "gRPC server draining");
             }
         };
-        Server::builder()
+        let serving = Server::builder()
             .trace_fn(request_span)
             .layer(tower::util::MapResponseLayer::new(
                 decode_errors_are_invalid_argument,
             ))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(accepted(listener), signal)
-            .await?;
+            .serve_with_incoming_shutdown(accepted(listener), signal);
+        let overdue = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            served = serving => served?,
+            () = overdue => tracing::warn!(
+                %addr,
+                grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+                "calls still in flight after the grace period; closing their connections"
+            ),
+        }
         tracing::info!(%addr, "gRPC server stopped");
         Ok(())
     }
 }
+
+/// A lazily connected channel from one service to another at `url` (`http://host:port`): it
+/// connects on first use and reconnects after a failure; a connection attempt gives up after
+/// 5 s and a call after 10 s, so a peer that hangs never holds a consumer, a request or a
+/// shutdown.
+pub fn peer_channel(url: &str) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(PEER_CONNECT_TIMEOUT)
+        .timeout(PEER_CALL_TIMEOUT)
+        .connect_lazy())
+}
+
+/// How long [`peer_channel`] waits for a connection.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`peer_channel`] waits for a call's answer.
+pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The connections `listener` accepts, with `TCP_NODELAY` (tonic sets it only on listeners it
 /// binds itself: without it a response written in several segments waits for the client's
@@ -260,6 +295,39 @@ mod tests {
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let conn = incoming.next().await.unwrap().unwrap();
         assert!(conn.nodelay().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_call_that_never_ends_does_not_hold_the_shutdown_past_the_grace_period() {
+        use tonic_health::pb::health_client::HealthClient;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = Shutdown::new();
+        let grace = Duration::from_millis(200);
+        let server = tokio::spawn(
+            GrpcServer::new(tonic_health::pb::FILE_DESCRIPTOR_SET).serve(
+                listener,
+                shutdown.clone(),
+                grace,
+            ),
+        );
+        // Health's Watch is a stream the server never ends: the call stays in flight.
+        let mut health = HealthClient::new(peer_channel(&url).unwrap());
+        let mut watch = health
+            .watch(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let first = watch.message().await.unwrap().unwrap();
+        assert_eq!(first.status, ServingStatus::Serving as i32);
+
+        shutdown.trigger();
+        // Without the bound, graceful shutdown waits for the stream forever.
+        let served = tokio::time::timeout(Duration::from_secs(30), server)
+            .await
+            .expect("the server stops once the grace period is over")
+            .unwrap();
+        assert!(served.is_ok(), "{served:?}");
     }
 
     fn answer(status: &tonic::Status) -> http::Response<()> {

@@ -106,12 +106,24 @@ impl Infra {
         self.shutdown.spawn(consumer.run(self.shutdown.token()));
     }
 
-    /// Serves `server` until shutdown, then closes the database pool.
+    /// Serves `server` until shutdown, then closes the database pool. The in-flight calls and
+    /// the tracked tasks (relay, consumers) drain together, within one grace period from the
+    /// moment shutdown starts; the pool closes after both.
     pub async fn serve(self, server: GrpcServer) -> anyhow::Result<()> {
-        let result = server.serve(self.listener, self.shutdown.clone()).await;
-        // Let the relay and consumers finish before the pool closes under them.
-        self.shutdown.trigger();
-        self.shutdown.drain(self.settings.shutdown_grace).await;
+        let grace = self.settings.shutdown_grace;
+        let served = async {
+            let result = server
+                .serve(self.listener, self.shutdown.clone(), grace)
+                .await;
+            // A server that failed stops the rest too.
+            self.shutdown.trigger();
+            result
+        };
+        let drained = async {
+            self.shutdown.cancelled().await;
+            self.shutdown.drain(grace).await;
+        };
+        let (result, ()) = tokio::join!(served, drained);
         if let Err(error) = self.db.close().await {
             tracing::warn!(%error, "closing the database pool");
         }
@@ -140,14 +152,17 @@ where
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     let result = match build(settings, shutdown.clone()).await {
+        // Serving drains within the grace period itself.
         Ok(app) => app.run().await,
-        Err(error) => Err(error),
+        Err(error) => {
+            shutdown.trigger();
+            shutdown.drain(grace).await;
+            Err(error)
+        }
     };
     if let Err(error) = &result {
         tracing::error!(error = format!("{error:#}"), "service failed");
     }
-    shutdown.trigger();
-    shutdown.drain(grace).await;
     telemetry.shutdown().await;
     result
 }

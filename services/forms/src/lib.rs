@@ -164,10 +164,7 @@ impl App {
     ) -> anyhow::Result<Self> {
         let files = file_store(&settings)?;
         let token = mst_kit::auth::ServiceToken::for_service(&settings.common.auth, SERVICE)?;
-        let instruction =
-            tonic::transport::Endpoint::from_shared(settings.instruction_url.clone())?
-                .connect_timeout(std::time::Duration::from_secs(5))
-                .connect_lazy();
+        let instruction = mst_kit::grpc::peer_channel(&settings.instruction_url)?;
         let infra = Infra::start_on(settings.common.clone(), listener, shutdown).await?;
         let forms = app::Forms::new(
             infra.db.clone(),

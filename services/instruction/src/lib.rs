@@ -94,10 +94,7 @@ impl App {
             &settings.attachments_dir,
             settings.max_file_bytes,
         )?;
-        let forms = tonic::transport::Endpoint::from_shared(settings.forms_url.clone())?
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(10))
-            .connect_lazy();
+        let forms = mst_kit::grpc::peer_channel(&settings.forms_url)?;
         let infra = Infra::start_on(settings.common, listener, shutdown).await?;
         let instruction = app::Instruction::new(
             infra.db.clone(),

@@ -144,11 +144,7 @@ impl App {
             &settings.attachments_dir,
             settings.max_file_bytes,
         )?;
-        let instruction =
-            tonic::transport::Endpoint::from_shared(settings.instruction_url.clone())?
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(10))
-                .connect_lazy();
+        let instruction = mst_kit::grpc::peer_channel(&settings.instruction_url)?;
         let instruction =
             mst_proto::instruction::instruction_internal_service_client::InstructionInternalServiceClient::with_interceptor(
                 instruction,

@@ -87,10 +87,7 @@ impl App {
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
         let token = mst_kit::auth::ServiceToken::for_service(&settings.common.auth, SERVICE)?;
-        let forms = tonic::transport::Endpoint::from_shared(settings.forms_url.clone())?
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(10))
-            .connect_lazy();
+        let forms = mst_kit::grpc::peer_channel(&settings.forms_url)?;
         let forms =
             mst_proto::forms::forms_internal_service_client::FormsInternalServiceClient::with_interceptor(
                 forms, token,
