@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use mst_bus::{Bus, BusSettings, Consumer, ConsumerSpec, Handler, Relay, RelayHandle};
 use sea_orm::DatabaseConnection;
@@ -124,12 +125,19 @@ impl Infra {
             self.shutdown.drain(grace).await;
         };
         let (result, ()) = tokio::join!(served, drained);
-        if let Err(error) = self.db.close().await {
-            tracing::warn!(%error, "closing the database pool");
+        // Closing waits for connections still checked out: a task that outlived the grace
+        // period may hold one, and must not hold the exit.
+        match tokio::time::timeout(POOL_CLOSE_WAIT, self.db.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "closing the database pool"),
+            Err(_) => tracing::warn!("a database connection is still in use; exiting anyway"),
         }
         result
     }
 }
+
+/// How long a stopping service waits for the database pool to close after draining.
+const POOL_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// The `main` of a service binary: reads settings (exiting with every problem listed), starts
 /// telemetry, builds the service with `build`, serves until SIGTERM/SIGINT, drains, flushes traces.
@@ -171,4 +179,48 @@ where
 pub trait RunService {
     /// Serves until shutdown.
     fn run(self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::TransactionTrait as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_ignores_the_shutdown_and_holds_a_connection_does_not_hold_the_exit() {
+        let nats = mst_testkit::NatsServer::start().await.unwrap();
+        let db = mst_testkit::TestDb::new().await.unwrap();
+        let mut env = Env::from_map([
+            ("MST_DATABASE_URL", db.url().to_owned()),
+            ("MST_NATS_URL", nats.url()),
+            ("MST_SHUTDOWN_GRACE_SECS", "1".to_owned()),
+        ]);
+        let settings = CommonSettings::from_env(&mut env, "forms", ([127, 0, 0, 1], 0).into());
+        env.finish().unwrap();
+        let listener = crate::grpc::bind(settings.grpc_addr).await.unwrap();
+        let shutdown = Shutdown::new();
+        let infra = Infra::start_on(settings, listener, shutdown.clone())
+            .await
+            .unwrap();
+        let (holding, held) = tokio::sync::oneshot::channel();
+        let pool = infra.db.clone();
+        infra.shutdown.spawn(async move {
+            let _txn = pool.begin().await.unwrap();
+            holding.send(()).unwrap();
+            std::future::pending::<()>().await;
+        });
+        held.await.unwrap();
+        let serving =
+            tokio::spawn(infra.serve(GrpcServer::new(tonic_health::pb::FILE_DESCRIPTOR_SET)));
+
+        shutdown.trigger();
+        // Without the bounds, the drain gives up after the grace period but closing the pool
+        // waits for the held connection forever.
+        let served = tokio::time::timeout(Duration::from_secs(30), serving)
+            .await
+            .expect("the service exits although a task still holds a connection")
+            .unwrap();
+        assert!(served.is_ok(), "{served:?}");
+    }
 }
