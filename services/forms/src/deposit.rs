@@ -111,11 +111,21 @@ impl Deposits {
             attempt += 1;
             match self.client.clone().record_deposit(request.clone()).await {
                 Ok(r) => break r.into_inner(),
-                Err(s) if s.code() == tonic::Code::Unavailable && attempt < 4 => {
+                // Unreachable, or no answer in time (the call's timeout): the outcome is
+                // unknown, and the replay settles it.
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Cancelled
+                    ) && attempt < 4 =>
+                {
                     tracing::warn!(
                         dossier = number,
                         attempt,
-                        "instruction unavailable; retrying the deposit"
+                        code = ?s.code(),
+                        "instruction did not answer; retrying the deposit"
                     );
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
