@@ -22,7 +22,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 
 use super::import::changed_fields;
-use super::{FeedEvent, Oscars, db_err, decoded, enqueue, timestamp};
+use super::{FeedEvent, Oscars, decoded, enqueue, timestamp};
 use crate::mapping;
 use crate::store::{self, correction, fiche, promoteur, region};
 
@@ -352,8 +352,7 @@ impl Oscars {
         let email = email.to_lowercase();
         Ok(region::Entity::find()
             .all(self.db())
-            .await
-            .map_err(db_err)?
+            .await?
             .into_iter()
             .filter(|r| {
                 serde_json::from_str::<Vec<AmbassadeurRow>>(&r.ambassadeurs)
@@ -380,8 +379,7 @@ impl Oscars {
         }
         let row = fiche::Entity::find_by_id(id.to_owned())
             .one(db)
-            .await
-            .map_err(db_err)?
+            .await?
             .ok_or_else(not_found)?;
         if !scope.covers(&row.region_code) {
             return Err(not_found());
@@ -424,7 +422,7 @@ impl Oscars {
     ) -> Result<ev::Fiche, ApiError> {
         let txn_ref = &txn;
         self.write_fiche(txn_ref, who, row, &mut f, what).await?;
-        txn.commit().await.map_err(db_err)?;
+        txn.commit().await?;
         self.relay.wake();
         Ok(f)
     }
@@ -454,8 +452,7 @@ impl Oscars {
             .filter(fiche::Column::Id.eq(f.id.clone()))
             .filter(fiche::Column::Version.eq(previous))
             .exec(txn)
-            .await
-            .map_err(db_err)?;
+            .await?;
         if updated.rows_affected != 1 {
             return Err(ApiError::VersionConflict {
                 resource: "fiche",
@@ -464,9 +461,7 @@ impl Oscars {
                 current: previous + 1,
             });
         }
-        enqueue(txn, uuid::Uuid::now_v7(), Some(who), "", f, what)
-            .await
-            .map_err(db_err)?;
+        enqueue(txn, uuid::Uuid::now_v7(), Some(who), "", f, what).await?;
         Ok(())
     }
 
@@ -555,15 +550,14 @@ impl Oscars {
             cond = cond.add(fiche::Column::SearchText.contains(text.trim().to_lowercase()));
         }
         let query = fiche::Entity::find().filter(cond);
-        let total = query.clone().count(self.db()).await.map_err(db_err)?;
+        let total = query.clone().count(self.db()).await?;
         let rows = query
             .order_by_asc(fiche::Column::ImportedAt)
             .order_by_asc(fiche::Column::Id)
             .offset(offset)
             .limit(size)
             .all(self.db())
-            .await
-            .map_err(db_err)?;
+            .await?;
         let next = if offset + (rows.len() as u64) < total {
             page_token(offset + rows.len() as u64, &fingerprint)
         } else {
@@ -588,8 +582,7 @@ impl Oscars {
         let correction_count = correction::Entity::find()
             .filter(correction::Column::FicheId.eq(id))
             .count(self.db())
-            .await
-            .map_err(db_err)?;
+            .await?;
         Ok(FicheView {
             missing: missing_for_publication(&f)
                 .into_iter()
@@ -604,16 +597,14 @@ impl Oscars {
     async fn promoteur_view(&self, id: &str) -> Result<Option<pb::Promoteur>, ApiError> {
         let Some(m) = promoteur::Entity::find_by_id(id.to_owned())
             .one(self.db())
-            .await
-            .map_err(db_err)?
+            .await?
         else {
             return Ok(None);
         };
         let count = fiche::Entity::find()
             .filter(fiche::Column::PromoteurId.eq(id))
             .count(self.db())
-            .await
-            .map_err(db_err)?;
+            .await?;
         Ok(Some(promoteur_pb(&m, count as i32)))
     }
 
@@ -642,8 +633,7 @@ impl Oscars {
             .filter(fiche::Column::Kind.eq("projet"))
             .filter(fiche::Column::RegionCode.eq(row.region_code.clone()))
             .all(self.db())
-            .await
-            .map_err(db_err)?;
+            .await?;
         let mut out = Vec::new();
         for c in candidates {
             let p = decoded(&c)?;
@@ -683,7 +673,7 @@ impl Oscars {
         projet_id: &str,
     ) -> Result<ev::Fiche, ApiError> {
         let scope = self.scope(who).await?;
-        let txn = mst_kit::db::begin_write(self.db()).await.map_err(db_err)?;
+        let txn = mst_kit::db::begin_write(self.db()).await?;
         let row = Self::reach(&txn, &scope, id).await?;
         Self::check_version(&row, expected_version)?;
         let old = decoded(&row)?;
@@ -736,8 +726,7 @@ impl Oscars {
             .filter(fiche::Column::Kind.eq(row.kind.clone()))
             .filter(fiche::Column::Year.lt(row.year))
             .all(self.db())
-            .await
-            .map_err(db_err)?;
+            .await?;
         let mut out = Vec::new();
         for c in candidates {
             if !scope.covers(&c.region_code) {
@@ -776,7 +765,7 @@ impl Oscars {
         previous_id: &str,
     ) -> Result<ev::Fiche, ApiError> {
         let scope = self.scope(who).await?;
-        let txn = mst_kit::db::begin_write(self.db()).await.map_err(db_err)?;
+        let txn = mst_kit::db::begin_write(self.db()).await?;
         let row = Self::reach(&txn, &scope, id).await?;
         Self::check_version(&row, expected_version)?;
         let old = decoded(&row)?;
@@ -830,7 +819,7 @@ impl Oscars {
         expected_version: i64,
     ) -> Result<ev::Fiche, ApiError> {
         let scope = self.scope(who).await?;
-        let txn = mst_kit::db::begin_write(self.db()).await.map_err(db_err)?;
+        let txn = mst_kit::db::begin_write(self.db()).await?;
         let row = Self::reach(&txn, &scope, id).await?;
         Self::check_version(&row, expected_version)?;
         let mut f = decoded(&row)?;
@@ -876,7 +865,7 @@ impl Oscars {
         expected_version: i64,
     ) -> Result<ev::Fiche, ApiError> {
         let scope = self.scope(who).await?;
-        let txn = mst_kit::db::begin_write(self.db()).await.map_err(db_err)?;
+        let txn = mst_kit::db::begin_write(self.db()).await?;
         let row = Self::reach(&txn, &scope, id).await?;
         Self::check_version(&row, expected_version)?;
         let mut f = decoded(&row)?;
@@ -927,7 +916,7 @@ impl Oscars {
                 "Au plus 50 corrections à la fois",
             ));
         }
-        let txn = mst_kit::db::begin_write(self.db()).await.map_err(db_err)?;
+        let txn = mst_kit::db::begin_write(self.db()).await?;
         let row = Self::reach(&txn, &scope, id).await?;
         Self::check_version(&row, expected_version)?;
         let old = decoded(&row)?;
@@ -982,7 +971,7 @@ impl Oscars {
             ));
         }
         if recorded.is_empty() {
-            txn.rollback().await.map_err(db_err)?;
+            txn.rollback().await?;
             return Ok((old, Vec::new()));
         }
         let changed = changed_fields(&old, &f);
@@ -1011,11 +1000,10 @@ impl Oscars {
             };
             correction::ActiveModel::from(m.clone())
                 .insert(&txn)
-                .await
-                .map_err(db_err)?;
+                .await?;
             out.push(correction_pb(&m));
         }
-        txn.commit().await.map_err(db_err)?;
+        txn.commit().await?;
         self.relay.wake();
         Ok((f2, out))
     }
@@ -1033,14 +1021,13 @@ impl Oscars {
         let offset = page_offset(token, id)?;
         let size = page_size(size, 50, 500);
         let query = correction::Entity::find().filter(correction::Column::FicheId.eq(id));
-        let total = query.clone().count(self.db()).await.map_err(db_err)?;
+        let total = query.clone().count(self.db()).await?;
         let rows = query
             .order_by_desc(correction::Column::Id)
             .offset(offset)
             .limit(size)
             .all(self.db())
-            .await
-            .map_err(db_err)?;
+            .await?;
         let end = offset + rows.len() as u64;
         Ok(Page {
             items: rows.iter().map(correction_pb).collect(),
@@ -1065,8 +1052,7 @@ impl Oscars {
             .group_by(fiche::Column::PromoteurId)
             .into_tuple()
             .all(self.db())
-            .await
-            .map_err(db_err)?;
+            .await?;
         Ok(rows
             .into_iter()
             .filter_map(|(p, n)| Some((p?, n as i32)))
@@ -1096,10 +1082,7 @@ impl Oscars {
             ));
         }
         let counts = self.fiche_counts().await?;
-        let all = promoteur::Entity::find()
-            .all(self.db())
-            .await
-            .map_err(db_err)?;
+        let all = promoteur::Entity::find().all(self.db()).await?;
         let mut out = Vec::new();
         for p in all {
             if p.merged_into_id.is_some() && !r.include_merged {
@@ -1175,8 +1158,7 @@ impl Oscars {
             && let Some(found) = promoteur::Entity::find()
                 .filter(promoteur::Column::RequestId.eq(request_id))
                 .one(self.db())
-                .await
-                .map_err(db_err)?
+                .await?
         {
             return self
                 .promoteur_view(&found.id)
@@ -1192,13 +1174,12 @@ impl Oscars {
             return Err(ApiError::Invalid(violations));
         }
         let siret = Some(p.siret.trim().to_owned()).filter(|s| !s.is_empty());
-        let txn = mst_kit::db::begin_write(self.db()).await.map_err(db_err)?;
+        let txn = mst_kit::db::begin_write(self.db()).await?;
         if let Some(s) = &siret
             && let Some(taken) = promoteur::Entity::find()
                 .filter(promoteur::Column::Siret.eq(s.clone()))
                 .one(&txn)
-                .await
-                .map_err(db_err)?
+                .await?
         {
             return Err(ApiError::AlreadyExists {
                 resource: "promoteur",
@@ -1227,11 +1208,8 @@ impl Oscars {
             created_at: now,
             updated_at: now,
         };
-        promoteur::ActiveModel::from(m.clone())
-            .insert(&txn)
-            .await
-            .map_err(db_err)?;
-        txn.commit().await.map_err(db_err)?;
+        promoteur::ActiveModel::from(m.clone()).insert(&txn).await?;
+        txn.commit().await?;
         Ok(promoteur_pb(&m, 0))
     }
 
@@ -1245,15 +1223,14 @@ impl Oscars {
         promoteur_id: &str,
     ) -> Result<ev::Fiche, ApiError> {
         let scope = self.scope(who).await?;
-        let txn = mst_kit::db::begin_write(self.db()).await.map_err(db_err)?;
+        let txn = mst_kit::db::begin_write(self.db()).await?;
         let row = Self::reach(&txn, &scope, id).await?;
         Self::check_version(&row, expected_version)?;
         let old = decoded(&row)?;
         Self::not_withdrawn(&old)?;
         let p = promoteur::Entity::find_by_id(promoteur_id.to_owned())
             .one(&txn)
-            .await
-            .map_err(db_err)?
+            .await?
             .ok_or(ApiError::NotFound {
                 resource: "promoteur",
                 id: promoteur_id.to_owned(),
@@ -1284,7 +1261,7 @@ impl Oscars {
             active.aliases = sea_orm::Set(serde_json::to_string(&aliases).unwrap_or_default());
             active.version = sea_orm::Set(p.version + 1);
             active.updated_at = sea_orm::Set(Utc::now());
-            active.update(&txn).await.map_err(db_err)?;
+            active.update(&txn).await?;
         }
         let mut f = old.clone();
         f.promoteur_id = p.id.clone();
@@ -1306,8 +1283,7 @@ impl Oscars {
         let rows = fiche::Entity::find()
             .filter(fiche::Column::PromoteurId.is_in(ids.iter().cloned()))
             .all(txn)
-            .await
-            .map_err(db_err)?;
+            .await?;
         let n = rows.len() as i32;
         for row in rows {
             let old = decoded(&row)?;
@@ -1339,8 +1315,7 @@ impl Oscars {
             .filter(fiche::Column::PromoteurId.is_in(ids.iter().cloned()))
             .into_tuple()
             .all(db)
-            .await
-            .map_err(db_err)?;
+            .await?;
         if regions.iter().any(|r| !scope.covers(r)) {
             return Err(ApiError::PermissionDenied(
                 "promoteur has fiches outside the caller's régions".into(),
@@ -1372,7 +1347,7 @@ impl Oscars {
                 ));
             }
         }
-        let txn = mst_kit::db::begin_write(self.db()).await.map_err(db_err)?;
+        let txn = mst_kit::db::begin_write(self.db()).await?;
         let load = |s: &pb::MergeSource| {
             let txn = &txn;
             let id = s.promoteur_id.clone();
@@ -1380,8 +1355,7 @@ impl Oscars {
             async move {
                 let m = promoteur::Entity::find_by_id(id.clone())
                     .one(txn)
-                    .await
-                    .map_err(db_err)?
+                    .await?
                     .ok_or(ApiError::NotFound {
                         resource: "promoteur",
                         id: id.clone(),
@@ -1443,7 +1417,7 @@ impl Oscars {
             active.merged_into_id = sea_orm::Set(Some(surv.id.clone()));
             active.version = sea_orm::Set(o.version + 1);
             active.updated_at = sea_orm::Set(now);
-            active.update(&txn).await.map_err(db_err)?;
+            active.update(&txn).await?;
         }
         let mut s = surv.clone();
         s.siren = siret
@@ -1458,10 +1432,9 @@ impl Oscars {
             .into_active_model()
             .reset_all()
             .update(&txn)
-            .await
-            .map_err(db_err)?;
+            .await?;
         let n = self.refresh_fiches(&txn, who, &ids, &s).await?;
-        txn.commit().await.map_err(db_err)?;
+        txn.commit().await?;
         self.relay.wake();
         let count = self.fiche_counts().await?.get(&s.id).copied().unwrap_or(0);
         Ok((promoteur_pb(&s, count), n))
@@ -1480,11 +1453,10 @@ impl Oscars {
         if paths.is_empty() {
             return Err(ApiError::invalid("update_mask", "Aucun champ à modifier"));
         }
-        let txn = mst_kit::db::begin_write(self.db()).await.map_err(db_err)?;
+        let txn = mst_kit::db::begin_write(self.db()).await?;
         let mut m = promoteur::Entity::find_by_id(id.to_owned())
             .one(&txn)
-            .await
-            .map_err(db_err)?
+            .await?
             .ok_or(ApiError::NotFound {
                 resource: "promoteur",
                 id: id.to_owned(),
@@ -1545,8 +1517,7 @@ impl Oscars {
                 .filter(promoteur::Column::Siret.eq(s.clone()))
                 .filter(promoteur::Column::Id.ne(id))
                 .one(&txn)
-                .await
-                .map_err(db_err)?
+                .await?
         {
             return Err(ApiError::AlreadyExists {
                 resource: "promoteur",
@@ -1559,10 +1530,9 @@ impl Oscars {
             .into_active_model()
             .reset_all()
             .update(&txn)
-            .await
-            .map_err(db_err)?;
+            .await?;
         self.refresh_fiches(&txn, who, &[id.to_owned()], &m).await?;
-        txn.commit().await.map_err(db_err)?;
+        txn.commit().await?;
         self.relay.wake();
         let count = self.fiche_counts().await?.get(&m.id).copied().unwrap_or(0);
         Ok(promoteur_pb(&m, count))
@@ -1608,11 +1578,10 @@ impl Oscars {
         if !violations.is_empty() {
             return Err(ApiError::Invalid(violations));
         }
-        let txn = mst_kit::db::begin_write(self.db()).await.map_err(db_err)?;
+        let txn = mst_kit::db::begin_write(self.db()).await?;
         let current = region::Entity::find_by_id(region_code.to_owned())
             .one(&txn)
-            .await
-            .map_err(db_err)?;
+            .await?;
         let version = current.as_ref().map(|r| r.version).unwrap_or(0);
         if version != expected_version {
             return Err(ApiError::VersionConflict {
@@ -1633,15 +1602,11 @@ impl Oscars {
                 .into_active_model()
                 .reset_all()
                 .update(&txn)
-                .await
-                .map_err(db_err)?;
+                .await?;
         } else {
-            region::ActiveModel::from(m.clone())
-                .insert(&txn)
-                .await
-                .map_err(db_err)?;
+            region::ActiveModel::from(m.clone()).insert(&txn).await?;
         }
-        txn.commit().await.map_err(db_err)?;
+        txn.commit().await?;
         Ok(region_pb(&m))
     }
 
@@ -1655,8 +1620,7 @@ impl Oscars {
         let rows = region::Entity::find()
             .order_by_asc(region::Column::RegionCode)
             .all(self.db())
-            .await
-            .map_err(db_err)?;
+            .await?;
         Ok(rows
             .iter()
             .filter(|r| scope.covers(&r.region_code))

@@ -195,9 +195,3 @@ pub async fn fiche_by_dossier<C: ConnectionTrait>(
 pub fn decoded(row: &fiche::Model) -> Result<ev::Fiche, ApiError> {
     store::decode(&row.content).map_err(ApiError::Unexpected)
 }
-
-/// A database error as an API error: UNAVAILABLE while the database is out of reach, else
-/// INTERNAL.
-pub fn db_err(e: sea_orm::DbErr) -> ApiError {
-    e.into()
-}

@@ -9,7 +9,7 @@ use sea_orm::sea_query::Condition;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::ambassadeur::{Page, page_offset, page_size, page_token};
-use super::{Oscars, db_err, decoded};
+use super::{Oscars, decoded};
 use crate::mapping;
 use crate::store::{self, fiche};
 
@@ -108,7 +108,7 @@ impl Oscars {
         let offset = page_offset(token, &fingerprint)?;
         let size = page_size(size, 50, 200);
         let query = fiche::Entity::find().filter(cond);
-        let total = query.clone().count(self.db()).await.map_err(db_err)?;
+        let total = query.clone().count(self.db()).await?;
         let rows = self.public_rows(filter, offset, size).await?;
         let end = offset + rows.len() as u64;
         Ok(Page {
@@ -136,8 +136,7 @@ impl Oscars {
             .offset(offset)
             .limit(limit)
             .all(self.db())
-            .await
-            .map_err(db_err)?;
+            .await?;
         rows.iter().map(|r| decoded(r).map(public_view)).collect()
     }
 
@@ -167,8 +166,7 @@ impl Oscars {
             .order_by_asc(fiche::Column::Id)
             .limit(limit)
             .all(self.db())
-            .await
-            .map_err(db_err)?;
+            .await?;
         let last = rows.last().map(|r| (r.search_text.clone(), r.id.clone()));
         let fiches = rows
             .iter()
@@ -186,8 +184,7 @@ impl Oscars {
         let row = fiche::Entity::find_by_id(id.to_owned())
             .filter(fiche::Column::Visible.eq(true))
             .one(self.db())
-            .await
-            .map_err(db_err)?
+            .await?
             .ok_or_else(not_found)?;
         decoded(&row).map(public_view)
     }
