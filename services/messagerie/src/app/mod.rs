@@ -141,6 +141,39 @@ impl Messagerie {
     fn timing(&self) -> &Timing {
         &self.inner.timing
     }
+
+    /// A background worker's loop: runs `pass` again while it reports more work (and no
+    /// shutdown), then waits for `wake`, the poll interval or `shutdown`, until `shutdown`.
+    /// `worker` names it in the logs.
+    async fn work<F, Fut>(
+        &self,
+        worker: &str,
+        wake: &tokio::sync::Notify,
+        shutdown: &tokio_util::sync::CancellationToken,
+        mut pass: F,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool, AppError>>,
+    {
+        loop {
+            loop {
+                match pass().await {
+                    Ok(true) if !shutdown.is_cancelled() => {}
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, worker, "cannot read the work due; retried at the next poll");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(self.timing().poll) => {}
+            }
+        }
+        tracing::info!(worker, "stopped");
+    }
 }
 
 /// Lower-cased, trimmed, distinct addresses in order.

@@ -346,27 +346,18 @@ impl Messagerie {
     /// Resolves due notice requests until none is left or `shutdown`; then waits for a wake-up
     /// or the poll interval.
     pub async fn run_resolver(self, shutdown: CancellationToken) {
-        loop {
-            loop {
-                match self.resolve_notice_requests().await {
-                    Ok(n) if n == RESOLVE_BATCH => {}
-                    Ok(_) => break,
-                    Err(error) => {
-                        tracing::warn!(%error, "notice resolver: cannot read the requests");
-                        break;
-                    }
-                }
-                if shutdown.is_cancelled() {
-                    break;
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = self.inner.wake_resolver.notified() => {}
-                () = tokio::time::sleep(self.timing().poll) => {}
-            }
-        }
-        tracing::info!("notice resolver stopped");
+        let this = &self;
+        self.work(
+            "notice resolver",
+            &self.inner.wake_resolver,
+            &shutdown,
+            || async move {
+                this.resolve_notice_requests()
+                    .await
+                    .map(|due| due == RESOLVE_BATCH)
+            },
+        )
+        .await;
     }
 
     /// One pass over the due notice requests (at most [`RESOLVE_BATCH`], oldest first, asked of

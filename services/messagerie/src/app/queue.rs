@@ -94,30 +94,17 @@ impl Messagerie {
         self.inner.wake_sender.notify_one();
     }
 
-    /// Delivers due emails until `shutdown`.
+    /// Delivers due emails (those queued before a restart first) until `shutdown`.
     pub async fn run_sender(self, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = self.inner.wake_sender.notified() => {}
-                () = tokio::time::sleep(self.timing().poll) => {}
-            }
-            loop {
-                match self.send_due().await {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, "mail sender: cannot read the queue");
-                        break;
-                    }
-                }
-                if shutdown.is_cancelled() {
-                    break;
-                }
-            }
-        }
+        let this = &self;
+        self.work(
+            "mail sender",
+            &self.inner.wake_sender,
+            &shutdown,
+            || async move { this.send_due().await.map(|attempted| attempted > 0) },
+        )
+        .await;
         self.inner.mailer.close().await;
-        tracing::info!("mail sender stopped");
     }
 
     /// One pass over the due emails; returns how many were attempted. The rows are claimed in
