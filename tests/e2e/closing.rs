@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::pull;
 use futures::StreamExt as _;
 use mst_e2e::Stack;
+use mst_kit::auth::Role;
 use mst_proto::Event as _;
 use mst_proto::events as ev;
 use mst_proto::forms as pb;
@@ -131,6 +132,15 @@ async fn at_the_closing_date_every_en_construction_dossier_moves_en_instruction_
             .dossier
             .unwrap();
         assert!(d.frozen, "dossier {number} is frozen for the promoteur");
+        // I1: the moment the passage is acknowledged, forms refuses the promoteur's save.
+        let refused = update(&stack, OWNER, *number, d.version, complete_answers())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "{refused:?}"
+        );
     }
     let b = forms(&stack)
         .await
@@ -182,5 +192,88 @@ async fn at_the_closing_date_every_en_construction_dossier_moves_en_instruction_
     }
     auto.sort_unstable();
     assert_eq!(auto, numbers);
+    stack.stop(Duration::from_secs(10)).await.unwrap();
+}
+
+/// The instruction service, as forms sees its calls.
+const INSTRUCTION: &str = "instruction@services.mst.local";
+
+/// The closing date's passage goes through forms' freeze like an instructeur's (I1): a dossier
+/// held by a transition in flight is left for the next run, and moves once the hold is gone.
+#[tokio::test]
+async fn the_closing_date_leaves_a_dossier_frozen_by_a_transition_in_flight_for_its_next_run() {
+    let stack = Stack::start().await.unwrap();
+    publish_test_procedure(&stack, "test-closing-held").await;
+    roster_cpam13(&stack).await;
+    let mut numbers = Vec::new();
+    for _ in 0..2 {
+        let d = create(&stack, OWNER, "test-closing-held").await;
+        let d = update(&stack, OWNER, d.number, 1, complete_answers())
+            .await
+            .unwrap();
+        deposit(&stack, OWNER, d.number, d.version).await.unwrap();
+        numbers.push(d.number);
+    }
+    let held = numbers[0];
+    forms_internal(&stack)
+        .await
+        .freeze_dossier(as_(
+            INSTRUCTION,
+            &[Role::System],
+            pb::FreezeDossierRequest {
+                number: held,
+                operation_id: "passage-in-flight".into(),
+                target_status: ev::DossierStatus::EnInstruction as i32,
+                status_version: 3,
+            },
+        ))
+        .await
+        .unwrap();
+
+    close_a_minute_ago(&stack, "test-closing-held").await;
+    let instruction = stack.instruction.clone();
+    let run = || {
+        let instruction = instruction.clone();
+        async move {
+            instruction
+                .close_due_procedures(chrono::Utc::now())
+                .await
+                .unwrap()
+        }
+    };
+    // Once instruction knows the closing date, one run moves the free dossier only.
+    let moved = mst_testkit::wait_until(Duration::from_secs(20), || async {
+        let n = run().await;
+        (n > 0).then_some(n)
+    })
+    .await
+    .unwrap();
+    assert_eq!(moved, 1, "the held dossier must wait for its hold");
+    assert_eq!(run().await, 0, "still held");
+
+    forms_internal(&stack)
+        .await
+        .unfreeze_dossier(as_(
+            INSTRUCTION,
+            &[Role::System],
+            pb::UnfreezeDossierRequest {
+                number: held,
+                operation_id: "passage-in-flight".into(),
+                reason: pb::UnfreezeReason::Rollback as i32,
+                status_version: 0,
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(run().await, 1, "the next run moves it");
+    let d = forms(&stack)
+        .await
+        .get_dossier(promoteur(OWNER, pb::GetDossierRequest { number: held }))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap();
+    assert!(d.frozen);
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }

@@ -238,11 +238,20 @@ impl Stack {
     /// Triggers shutdown and waits for every service to drain (at most `grace`).
     pub async fn stop(self, grace: Duration) -> anyhow::Result<()> {
         self.shutdown.trigger();
+        // Wait for every service, then name each one that failed and how.
+        let mut failures = Vec::new();
         for s in self.services {
-            tokio::time::timeout(grace, s.task)
-                .await
-                .map_err(|_| anyhow::anyhow!("{} did not stop within {grace:?}", s.name))???;
+            match tokio::time::timeout(grace, s.task).await {
+                Err(_) => failures.push(format!("{} did not stop within {grace:?}", s.name)),
+                Ok(Err(join)) => failures.push(format!("{}: {join}", s.name)),
+                Ok(Ok(Err(error))) => failures.push(format!("{} failed: {error:#}", s.name)),
+                Ok(Ok(Ok(()))) => {}
+            }
         }
-        Ok(())
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("{}", failures.join("; "))
+        }
     }
 }
