@@ -562,15 +562,29 @@ async fn the_suivis_counters_are_rebuilt_from_the_follows_when_the_migration_run
     assert_eq!(after[0], recount(app.db(), &app.g13, ALICE).await);
 }
 
+/// The status events dossier `number` enqueued, in order.
+async fn status_events(app: &TestApp, number: i64) -> Vec<ev::DossierStatusChanged> {
+    use mst_bus::outbox::entity as outbox;
+    use mst_proto::Event as _;
+    use prost::Message as _;
+    use sea_orm::{EntityTrait as _, QueryOrder as _};
+    outbox::Entity::find()
+        .order_by_asc(outbox::Column::Seq)
+        .all(app.db())
+        .await
+        .expect("outbox")
+        .into_iter()
+        .filter(|r| r.subject == ev::DossierStatusChanged::SUBJECT)
+        .map(|r| ev::DossierStatusChanged::decode(r.payload.as_slice()).expect("payload"))
+        .filter(|e| e.number == number)
+        .collect()
+}
+
 /// The deposit's status event names the invitees forms sent with the deposit, even one whose
 /// invitation has not reached instruction yet (invited just before depositing): messagerie emails
 /// the deposit to them and keeps them in its projection for the later emails.
 #[tokio::test]
 async fn a_deposit_event_names_the_invitees_forms_sent_with_it() {
-    use mst_bus::outbox::entity as outbox;
-    use mst_proto::Event as _;
-    use prost::Message as _;
-    use sea_orm::EntityTrait as _;
     let app = spawn_app().await;
     let mut input = deposit_input(77, "Souffle", "Asso", true);
     input.invitee_emails = vec!["lucie.bernard@asso-souffle.example".into()];
@@ -578,17 +592,35 @@ async fn a_deposit_event_names_the_invitees_forms_sent_with_it() {
         .record_deposit(&system(), input)
         .await
         .expect("deposit");
-    let deposit = outbox::Entity::find()
-        .all(app.db())
+    let deposit = status_events(&app, 77)
         .await
-        .expect("outbox")
-        .into_iter()
-        .filter(|r| r.subject == ev::DossierStatusChanged::SUBJECT)
-        .map(|r| ev::DossierStatusChanged::decode(r.payload.as_slice()).expect("payload"))
-        .find(|e| e.number == 77)
+        .pop()
         .expect("the deposit's status event");
     assert_eq!(
         deposit.invitee_emails,
         vec!["lucie.bernard@asso-souffle.example".to_owned()]
     );
+}
+
+/// Forms replays a deposit whose answer it did not get (instruction unreachable, or no answer
+/// within the call's timeout) with the same deposit id: the replay answers the first outcome and
+/// commits nothing more — one traitement, one status event.
+#[tokio::test]
+async fn a_replayed_deposit_answers_its_first_outcome_and_changes_nothing() {
+    let app = spawn_app().await;
+    let first = app
+        .instruction
+        .record_deposit(&system(), deposit_input(78, "Souffle", "Asso", true))
+        .await
+        .expect("deposit");
+    let replay = app
+        .instruction
+        .record_deposit(&system(), deposit_input(78, "Souffle", "Asso", true))
+        .await
+        .expect("replay");
+    assert_eq!(replay.status_version, first.status_version);
+    assert_eq!(replay.deposited_at, first.deposited_at);
+    assert_eq!(replay.groupe, first.groupe);
+    assert!(!replay.correction_resolved);
+    assert_eq!(status_events(&app, 78).await.len(), 1);
 }
