@@ -45,6 +45,20 @@ async fn close_a_minute_ago(stack: &Stack, procedure_id: &str) {
         .unwrap();
 }
 
+/// `count` dossiers of `procedure_id` filled and deposited by the owner; their numbers.
+async fn deposited(stack: &Stack, procedure_id: &str, count: usize) -> Vec<i64> {
+    let mut numbers = Vec::new();
+    for _ in 0..count {
+        let d = create(stack, OWNER, procedure_id).await;
+        let d = update(stack, OWNER, d.number, 1, complete_answers())
+            .await
+            .unwrap();
+        deposit(stack, OWNER, d.number, d.version).await.unwrap();
+        numbers.push(d.number);
+    }
+    numbers
+}
+
 #[tokio::test]
 async fn the_instruction_service_runs_the_closing_date_scheduler_on_its_own() {
     let stack = Stack::start_with(&[("MST_CLOSING_CHECK_SECS", "1")])
@@ -52,24 +66,13 @@ async fn the_instruction_service_runs_the_closing_date_scheduler_on_its_own() {
         .unwrap();
     publish_test_procedure(&stack, "test-closing-auto").await;
     roster_cpam13(&stack).await;
-    let d = create(&stack, OWNER, "test-closing-auto").await;
-    let d = update(&stack, OWNER, d.number, 1, complete_answers())
-        .await
-        .unwrap();
-    deposit(&stack, OWNER, d.number, d.version).await.unwrap();
+    let number = deposited(&stack, "test-closing-auto", 1).await[0];
     close_a_minute_ago(&stack, "test-closing-auto").await;
     // Nobody calls close_due_procedures: the service's own scheduler moves the dossier.
-    let number = d.number;
     let status = mst_testkit::wait_until(Duration::from_secs(20), || {
         let stack = &stack;
         async move {
-            let d = forms(stack)
-                .await
-                .get_dossier(promoteur(OWNER, pb::GetDossierRequest { number }))
-                .await
-                .ok()?
-                .into_inner()
-                .dossier?;
+            let d = owners_view(stack, number).await;
             (d.status == ev::DossierStatus::EnInstruction as i32).then_some(d.status)
         }
     })
@@ -84,15 +87,7 @@ async fn at_the_closing_date_every_en_construction_dossier_moves_en_instruction_
     let stack = Stack::start().await.unwrap();
     publish_test_procedure(&stack, "test-closing").await;
     roster_cpam13(&stack).await;
-    let mut numbers = Vec::new();
-    for _ in 0..3 {
-        let d = create(&stack, OWNER, "test-closing").await;
-        let d = update(&stack, OWNER, d.number, 1, complete_answers())
-            .await
-            .unwrap();
-        deposit(&stack, OWNER, d.number, d.version).await.unwrap();
-        numbers.push(d.number);
-    }
+    let numbers = deposited(&stack, "test-closing", 3).await;
     // A brouillon stays a brouillon.
     let brouillon = create(&stack, OWNER, "test-closing").await;
 
@@ -123,14 +118,7 @@ async fn at_the_closing_date_every_en_construction_dossier_moves_en_instruction_
     );
 
     for number in &numbers {
-        let d = forms(&stack)
-            .await
-            .get_dossier(promoteur(OWNER, pb::GetDossierRequest { number: *number }))
-            .await
-            .unwrap()
-            .into_inner()
-            .dossier
-            .unwrap();
+        let d = owners_view(&stack, *number).await;
         assert!(d.frozen, "dossier {number} is frozen for the promoteur");
         // I1: the moment the passage is acknowledged, forms refuses the promoteur's save.
         let refused = update(&stack, OWNER, *number, d.version, complete_answers())
@@ -142,19 +130,7 @@ async fn at_the_closing_date_every_en_construction_dossier_moves_en_instruction_
             "{refused:?}"
         );
     }
-    let b = forms(&stack)
-        .await
-        .get_dossier(promoteur(
-            OWNER,
-            pb::GetDossierRequest {
-                number: brouillon.number,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .dossier
-        .unwrap();
+    let b = owners_view(&stack, brouillon.number).await;
     assert_eq!(b.status, ev::DossierStatus::Brouillon as i32);
 
     // One AUTO status event per dossier on the stream.
@@ -205,15 +181,7 @@ async fn the_closing_date_leaves_a_dossier_frozen_by_a_transition_in_flight_for_
     let stack = Stack::start().await.unwrap();
     publish_test_procedure(&stack, "test-closing-held").await;
     roster_cpam13(&stack).await;
-    let mut numbers = Vec::new();
-    for _ in 0..2 {
-        let d = create(&stack, OWNER, "test-closing-held").await;
-        let d = update(&stack, OWNER, d.number, 1, complete_answers())
-            .await
-            .unwrap();
-        deposit(&stack, OWNER, d.number, d.version).await.unwrap();
-        numbers.push(d.number);
-    }
+    let numbers = deposited(&stack, "test-closing-held", 2).await;
     let held = numbers[0];
     forms_internal(&stack)
         .await
@@ -266,14 +234,6 @@ async fn the_closing_date_leaves_a_dossier_frozen_by_a_transition_in_flight_for_
         .await
         .unwrap();
     assert_eq!(run().await, 1, "the next run moves it");
-    let d = forms(&stack)
-        .await
-        .get_dossier(promoteur(OWNER, pb::GetDossierRequest { number: held }))
-        .await
-        .unwrap()
-        .into_inner()
-        .dossier
-        .unwrap();
-    assert!(d.frozen);
+    assert!(owners_view(&stack, held).await.frozen);
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }

@@ -663,20 +663,9 @@ async fn instructeurs_of_the_groupe_and_experts_read_a_deposited_dossier_and_edi
         .unwrap();
     let seen = read(EXPERT, Role::Expert).await.unwrap();
     assert_eq!(seen.access, pb::DossierAccess::Expert as i32);
-    let after = forms_dossier_as_owner(&stack, d.number).await;
+    let after = owners_view(&stack, d.number).await;
     assert_eq!(after.version, d.version, "nothing changed");
     stack.stop(Duration::from_secs(10)).await.unwrap();
-}
-
-async fn forms_dossier_as_owner(stack: &Stack, number: i64) -> pb::Dossier {
-    forms(stack)
-        .await
-        .get_dossier(promoteur(OWNER, pb::GetDossierRequest { number }))
-        .await
-        .unwrap()
-        .into_inner()
-        .dossier
-        .unwrap()
 }
 
 /// Each request holds at most one pooled connection at a time: with a pool of 3 connections,

@@ -31,17 +31,6 @@ async fn version_in_instruction(stack: &Stack, number: i64) -> i64 {
         .version
 }
 
-async fn forms_dossier(stack: &Stack, number: i64) -> pb::Dossier {
-    forms(stack)
-        .await
-        .get_dossier(promoteur(OWNER, pb::GetDossierRequest { number }))
-        .await
-        .unwrap()
-        .into_inner()
-        .dossier
-        .unwrap()
-}
-
 #[tokio::test]
 async fn an_autosave_racing_passer_en_instruction_never_commits_after_the_transition() {
     const ROUNDS: usize = 200;
@@ -57,7 +46,7 @@ async fn an_autosave_racing_passer_en_instruction_never_commits_after_the_transi
     let me = instructeur();
     let (mut landed, mut refused) = (0, 0);
     for round in 0..ROUNDS {
-        let before = forms_dossier(&stack, number).await;
+        let before = owners_view(&stack, number).await;
         let status_version = version_in_instruction(&stack, number).await;
         let (save, transition) = tokio::join!(
             update(
@@ -97,7 +86,7 @@ async fn an_autosave_racing_passer_en_instruction_never_commits_after_the_transi
                 );
             }
         }
-        let after = forms_dossier(&stack, number).await;
+        let after = owners_view(&stack, number).await;
         assert_eq!(
             after.version, frozen_at,
             "round {round}: the content moved after the transition"
@@ -228,7 +217,7 @@ async fn a_stale_freeze_is_released_only_when_its_transition_never_committed() {
         .unwrap();
     // (Once forms has mirrored the event, so that it does not arrive after the rewind.)
     mst_testkit::wait_until(Duration::from_secs(10), || async {
-        (forms_dossier(&stack, number).await.status == ev::DossierStatus::EnInstruction as i32)
+        (owners_view(&stack, number).await.status == ev::DossierStatus::EnInstruction as i32)
             .then_some(())
     })
     .await
@@ -248,7 +237,7 @@ async fn a_stale_freeze_is_released_only_when_its_transition_never_committed() {
             ..Resolved::default()
         }
     );
-    let now = forms_dossier(&stack, number).await;
+    let now = owners_view(&stack, number).await;
     assert_eq!(now.status, ev::DossierStatus::EnInstruction as i32);
     let err = update(&stack, OWNER, number, d.version, patch())
         .await

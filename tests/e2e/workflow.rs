@@ -154,18 +154,6 @@ fn key_of(row: &dossier::Model) -> StateKey {
     }
 }
 
-async fn forms_version(stack: &Stack, number: i64) -> i64 {
-    forms(stack)
-        .await
-        .get_dossier(promoteur(OWNER, pb::GetDossierRequest { number }))
-        .await
-        .unwrap()
-        .into_inner()
-        .dossier
-        .unwrap()
-        .version
-}
-
 /// The observed outcome: accepted, or the refusal's category and (for state errors) reason.
 type Observed = Result<(), (ErrorCategory, String)>;
 
@@ -210,7 +198,7 @@ fn expected(row: &TableRow) -> Observed {
 
 /// Deposits (or resubmits) through forms as `who`.
 async fn deposit_as(stack: &Stack, who: &str, number: i64) -> Result<(), tonic::Status> {
-    let version = forms_version(stack, number).await;
+    let version = owners_view(stack, number).await.version;
     deposit(stack, who, number, version).await.map(|_| ())
 }
 
@@ -359,7 +347,7 @@ async fn reach(stack: &Stack, procedure_id: &str, key: StateKey) -> i64 {
         stack,
         OWNER,
         number,
-        forms_version(stack, number).await,
+        owners_view(stack, number).await.version,
         complete_answers(),
     )
     .await

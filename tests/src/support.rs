@@ -236,6 +236,18 @@ pub async fn update(
         .map(|r| r.into_inner().dossier.unwrap())
 }
 
+/// Dossier `number` as its owner ([`OWNER`]) sees it in forms.
+pub async fn owners_view(stack: &impl Services, number: i64) -> pb::Dossier {
+    forms(stack)
+        .await
+        .get_dossier(promoteur(OWNER, pb::GetDossierRequest { number }))
+        .await
+        .unwrap()
+        .into_inner()
+        .dossier
+        .unwrap()
+}
+
 /// Deposits at `version`.
 pub async fn deposit(
     stack: &impl Services,
