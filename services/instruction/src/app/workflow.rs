@@ -444,7 +444,6 @@ impl Instruction {
                     groupe_id: saved.groupe_id.clone().unwrap_or_default(),
                     owner_email: row.owner_email.clone(),
                     invitee_emails: invitee_emails
-                        .clone()
                         .unwrap_or_else(|| invitees.iter().map(|i| i.email.clone()).collect()),
                     status_version: state.version(),
                     traitement_id: traitement_id.to_owned(),
