@@ -59,6 +59,26 @@ async fn deposited(stack: &Stack, procedure_id: &str, count: usize) -> Vec<i64> 
     numbers
 }
 
+/// One run of instruction's closing-date check, now; how many dossiers it moved.
+async fn closing_run(stack: &Stack) -> usize {
+    stack
+        .instruction
+        .close_due_procedures(chrono::Utc::now())
+        .await
+        .unwrap()
+}
+
+/// The first closing-date run that moves something (instruction learns a closing date from
+/// forms' event, a moment after the admin set it); how many it moved.
+async fn first_closing_run(stack: &Stack) -> usize {
+    mst_testkit::wait_until(Duration::from_secs(20), || async {
+        let moved = closing_run(stack).await;
+        (moved > 0).then_some(moved)
+    })
+    .await
+    .expect("a closing-date run moves a dossier")
+}
+
 #[tokio::test]
 async fn the_instruction_service_runs_the_closing_date_scheduler_on_its_own() {
     let stack = Stack::start_with(&[("MST_CLOSING_CHECK_SECS", "1")])
@@ -93,29 +113,8 @@ async fn at_the_closing_date_every_en_construction_dossier_moves_en_instruction_
 
     // The admin closes the procedure a minute ago; instruction learns it from the event.
     close_a_minute_ago(&stack, "test-closing").await;
-    let instruction = stack.instruction.clone();
-    let moved = mst_testkit::wait_until(Duration::from_secs(20), || {
-        let instruction = instruction.clone();
-        async move {
-            let n = instruction
-                .close_due_procedures(chrono::Utc::now())
-                .await
-                .ok()?;
-            (n > 0).then_some(n)
-        }
-    })
-    .await
-    .unwrap();
-    assert_eq!(moved, 3);
-    assert_eq!(
-        stack
-            .instruction
-            .close_due_procedures(chrono::Utc::now())
-            .await
-            .unwrap(),
-        0,
-        "nothing moves twice"
-    );
+    assert_eq!(first_closing_run(&stack).await, 3);
+    assert_eq!(closing_run(&stack).await, 0, "nothing moves twice");
 
     for number in &numbers {
         let d = owners_view(&stack, *number).await;
@@ -199,25 +198,13 @@ async fn the_closing_date_leaves_a_dossier_frozen_by_a_transition_in_flight_for_
         .unwrap();
 
     close_a_minute_ago(&stack, "test-closing-held").await;
-    let instruction = stack.instruction.clone();
-    let run = || {
-        let instruction = instruction.clone();
-        async move {
-            instruction
-                .close_due_procedures(chrono::Utc::now())
-                .await
-                .unwrap()
-        }
-    };
     // Once instruction knows the closing date, one run moves the free dossier only.
-    let moved = mst_testkit::wait_until(Duration::from_secs(20), || async {
-        let n = run().await;
-        (n > 0).then_some(n)
-    })
-    .await
-    .unwrap();
-    assert_eq!(moved, 1, "the held dossier must wait for its hold");
-    assert_eq!(run().await, 0, "still held");
+    assert_eq!(
+        first_closing_run(&stack).await,
+        1,
+        "the held dossier must wait for its hold"
+    );
+    assert_eq!(closing_run(&stack).await, 0, "still held");
 
     forms_internal(&stack)
         .await
@@ -233,7 +220,7 @@ async fn the_closing_date_leaves_a_dossier_frozen_by_a_transition_in_flight_for_
         ))
         .await
         .unwrap();
-    assert_eq!(run().await, 1, "the next run moves it");
+    assert_eq!(closing_run(&stack).await, 1, "the next run moves it");
     assert!(owners_view(&stack, held).await.frozen);
     stack.stop(Duration::from_secs(10)).await.unwrap();
 }

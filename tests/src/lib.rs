@@ -143,8 +143,8 @@ impl Stack {
                 ("MST_NATS_URL", nats.url()),
                 ("MST_NATS_STREAM", prefix.to_uppercase()),
                 ("MST_NATS_SUBJECT_PREFIX", prefix.clone()),
-                // A service stops within twice this (calls in flight, then its tasks): well
-                // inside the 10 s the tests give `stop`.
+                // A service stops within this plus 1 s (calls in flight and tasks drain
+                // together, then the pool closes): well inside the 10 s the tests give `stop`.
                 ("MST_SHUTDOWN_GRACE_SECS", "3".to_owned()),
                 ("MST_FORMS_URL", forms_url.clone()),
                 ("MST_INSTRUCTION_URL", instruction_url.clone()),
