@@ -377,17 +377,6 @@ fn hidden(dossier: &pb::Dossier, id: &str) -> bool {
     dossier.hidden_field_ids.iter().any(|h| h == id)
 }
 
-async fn get(stack: &impl Services, who: &str, number: i64) -> pb::Dossier {
-    forms(stack)
-        .await
-        .get_dossier(promoteur(who, pb::GetDossierRequest { number }))
-        .await
-        .unwrap()
-        .into_inner()
-        .dossier
-        .unwrap()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------------------
@@ -819,7 +808,7 @@ async fn a_complete_realistic_projet_and_its_action_are_filled_over_several_auto
         version = uploaded.version;
     }
 
-    let d = get(&stack, PROMOTEUR, d.number).await;
+    let d = promoteurs_view(&stack, PROMOTEUR, d.number).await;
     assert_eq!(d.version, version);
     assert_eq!(
         answered(&d),
@@ -876,7 +865,10 @@ async fn a_complete_realistic_projet_and_its_action_are_filled_over_several_auto
     .await
     .unwrap_err();
     assert_eq!(paths(&err), ["a_projet_dossier"]);
-    assert_eq!(get(&stack, PROMOTEUR, a.number).await.version, a.version);
+    assert_eq!(
+        promoteurs_view(&stack, PROMOTEUR, a.number).await.version,
+        a.version
+    );
 
     // Autosave 1 — attachment to the Projet, structure and CPAM, renewal.
     let a = autosave(
@@ -1078,7 +1070,7 @@ async fn an_action_links_only_to_an_existing_projet_of_its_own_promoteur() {
     assert!(refused(other_action.number).await.contains(PROJET));
     refused(a.number).await;
     assert_eq!(
-        get(&stack, PROMOTEUR, a.number).await.version,
+        promoteurs_view(&stack, PROMOTEUR, a.number).await.version,
         a.version,
         "nothing of the refused saves is kept"
     );

@@ -99,24 +99,13 @@ async fn version(stack: &impl Services, number: i64) -> i64 {
         .version
 }
 
-async fn promoteur_dossier(stack: &impl Services, number: i64) -> fpb::Dossier {
-    forms(stack)
-        .await
-        .get_dossier(promoteur(PROMOTEUR, fpb::GetDossierRequest { number }))
-        .await
-        .unwrap()
-        .into_inner()
-        .dossier
-        .unwrap()
-}
-
 /// The promoteur's save of one field at the current version.
 async fn save(
     stack: &impl Services,
     number: i64,
     value: &str,
 ) -> Result<fpb::Dossier, tonic::Status> {
-    let v = promoteur_dossier(stack, number).await.version;
+    let v = promoteurs_view(stack, PROMOTEUR, number).await.version;
     update(
         stack,
         PROMOTEUR,

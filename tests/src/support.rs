@@ -236,16 +236,21 @@ pub async fn update(
         .map(|r| r.into_inner().dossier.unwrap())
 }
 
-/// Dossier `number` as its owner ([`OWNER`]) sees it in forms.
-pub async fn owners_view(stack: &impl Services, number: i64) -> pb::Dossier {
+/// Dossier `number` as promoteur `who` sees it in forms.
+pub async fn promoteurs_view(stack: &impl Services, who: &str, number: i64) -> pb::Dossier {
     forms(stack)
         .await
-        .get_dossier(promoteur(OWNER, pb::GetDossierRequest { number }))
+        .get_dossier(promoteur(who, pb::GetDossierRequest { number }))
         .await
         .unwrap()
         .into_inner()
         .dossier
         .unwrap()
+}
+
+/// Dossier `number` as its owner ([`OWNER`]) sees it in forms.
+pub async fn owners_view(stack: &impl Services, number: i64) -> pb::Dossier {
+    promoteurs_view(stack, OWNER, number).await
 }
 
 /// Deposits at `version`.
